@@ -1,0 +1,193 @@
+//! The `plugboard` command.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plugboard",
+    version,
+    about = "Couples applications through Plug and Socket resources"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// Start a local Kubernetes control plane (built from Go modules on first use), install the
+    /// CRDs, create a sample Socket and Plug, and show them.
+    #[cfg(feature = "dev")]
+    Dev(dev::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            let yaml = plugboard::crd::crds_yaml()?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("failed to write CRDs to stdout")?;
+            Ok(())
+        }
+        #[cfg(feature = "dev")]
+        Command::Dev(args) => tokio::runtime::Runtime::new()
+            .context("failed to start the async runtime")?
+            .block_on(dev::run(args)),
+    }
+}
+
+#[cfg(feature = "dev")]
+mod dev {
+    //! `plugboard dev`: a local playground on a real control plane.
+
+    use super::*;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{ObjectMeta, Patch, PatchParams};
+    use kube::{Api, Client};
+    use plugboard::crd::{Plug, Socket, conditions};
+    use plugboard_controlplane::{ControlPlane, ControlPlaneOptions, install_crds};
+
+    const SAMPLE_SOCKET: &str = include_str!("../samples/socket.yaml");
+    const SAMPLE_PLUG: &str = include_str!("../samples/plug.yaml");
+    const NAMESPACE: &str = "plugboard-demo";
+
+    #[derive(Debug, clap::Args)]
+    pub(super) struct Args {
+        /// Folder for the control plane's state, logs and kubeconfig (kept after exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Stop after showing the samples instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    }
+
+    pub(super) async fn run(args: Args) -> anyhow::Result<()> {
+        eprintln!(
+            "starting a local control plane (kube-apiserver, etcd, kube-controller-manager)…"
+        );
+        let keep_dir = args.dir.is_some();
+        let cp = ControlPlane::start(ControlPlaneOptions {
+            dir: args.dir,
+            keep_dir,
+        })
+        .await
+        .context("failed to start the local control plane")?;
+        eprintln!(
+            "control plane ready at {} in {:.1} s",
+            cp.server(),
+            cp.startup_time().as_secs_f64()
+        );
+        let client = cp.client().await?;
+        install_crds(&client, plugboard::crd::crds())
+            .await
+            .context("failed to install the CRDs")?;
+
+        let params = PatchParams::apply("plugboard-dev").force();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NAMESPACE.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .patch(NAMESPACE, &params, &Patch::Apply(&ns))
+            .await
+            .context("failed to create the demo namespace")?;
+
+        let socket: Socket =
+            serde_saphyr::from_str(SAMPLE_SOCKET).context("sample Socket is not valid")?;
+        let plug: Plug = serde_saphyr::from_str(SAMPLE_PLUG).context("sample Plug is not valid")?;
+        let sockets: Api<Socket> = Api::namespaced(client.clone(), NAMESPACE);
+        let plugs: Api<Plug> = Api::namespaced(client.clone(), NAMESPACE);
+        sockets
+            .patch("postgres", &params, &Patch::Apply(&socket))
+            .await
+            .context("failed to create the sample Socket")?;
+        plugs
+            .patch("app", &params, &Patch::Apply(&plug))
+            .await
+            .context("failed to create the sample Plug")?;
+
+        show(&client).await?;
+        if args.exit {
+            return Ok(());
+        }
+        println!();
+        println!("kubeconfig: {}", cp.kubeconfig_path().display());
+        println!(
+            "try:        kubectl --kubeconfig {} get plugboard -A",
+            cp.kubeconfig_path().display()
+        );
+        println!("serving until Ctrl-C");
+        tokio::signal::ctrl_c()
+            .await
+            .context("failed to wait for Ctrl-C")?;
+        Ok(())
+    }
+
+    async fn show(client: &Client) -> anyhow::Result<()> {
+        let sockets: Api<Socket> = Api::namespaced(client.clone(), NAMESPACE);
+        let plugs: Api<Plug> = Api::namespaced(client.clone(), NAMESPACE);
+        println!(
+            "{:<16} {:<12} {:<6} {:<8} REASON",
+            "NAMESPACE", "SOCKET", "PLUGS", "READY"
+        );
+        for s in sockets.list(&Default::default()).await? {
+            let status = s.status.clone().unwrap_or_default();
+            let ready = conditions::find(&status.conditions, conditions::types::READY)
+                .map_or("-", |c| c.status.as_str());
+            let reason = conditions::find(&status.conditions, conditions::types::COUPLED)
+                .map_or("-", |c| c.reason.as_str());
+            println!(
+                "{:<16} {:<12} {:<6} {:<8} {}",
+                NAMESPACE,
+                s.metadata.name.as_deref().unwrap_or_default(),
+                status.coupled_plug_count,
+                ready,
+                reason
+            );
+        }
+        println!();
+        println!(
+            "{:<16} {:<12} {:<12} {:<8} REASON",
+            "NAMESPACE", "PLUG", "SOCKET", "READY"
+        );
+        for p in plugs.list(&Default::default()).await? {
+            let status = p.status.clone().unwrap_or_default();
+            let ready = conditions::find(&status.conditions, conditions::types::READY)
+                .map_or("-", |c| c.status.as_str());
+            let reason = conditions::find(&status.conditions, conditions::types::COUPLED)
+                .map_or("-", |c| c.reason.as_str());
+            println!(
+                "{:<16} {:<12} {:<12} {:<8} {}",
+                NAMESPACE,
+                p.metadata.name.as_deref().unwrap_or_default(),
+                p.spec.socket.name,
+                ready,
+                reason
+            );
+        }
+        println!();
+        let socket = sockets.get("postgres").await?;
+        println!("--- Socket postgres as stored (with defaults applied by the API server)");
+        print!("{}", serde_saphyr::to_string(&socket.spec)?);
+        Ok(())
+    }
+}

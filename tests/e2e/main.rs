@@ -1,0 +1,10 @@
+//! End-to-end tests against a real control plane (see `plugboard-controlplane`). All tests in
+//! this binary share one control plane; each works in its own namespace.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and their helpers fail by panicking"
+)]
+
+mod api;
+mod rbac;
