@@ -2,6 +2,10 @@
 //! lifecycle hooks in HTTP apparatus pods or in sandboxed WebAssembly components.
 //!
 //! The crate is organised along the data flow of a reconcile: [`crd`] holds the API types
-//! watched and written; later modules load, compute (pure), act and write status.
+//! watched and written; [`engine`] is the pure core (config, interface, admission, checksums);
+//! [`apparatus`] calls hooks; [`controller`] loads objects, runs the lifecycle and writes
+//! status and Events.
 
+pub mod apparatus;
 pub mod crd;
+pub mod engine;

@@ -1,0 +1,1 @@
+//! The HTTP apparatus wire protocol (being written).

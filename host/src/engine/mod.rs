@@ -1,0 +1,7 @@
+//! The pure core of a coupling: config and result merging, interface validation, who may
+//! couple, and input checksums. Plain values in, plain values out; no client.
+
+use std::collections::BTreeMap;
+
+/// A string map: data, config or result of one side.
+pub type Values = BTreeMap<String, String>;
