@@ -7,5 +7,7 @@
 //! status and Events.
 
 pub mod apparatus;
+pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod metrics;

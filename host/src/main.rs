@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Start a local Kubernetes control plane (built from Go modules on first use), install the
@@ -37,6 +39,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => tokio::runtime::Runtime::new()
+            .context("failed to start the async runtime")?
+            .block_on(run(args)),
         Command::Crds => {
             let yaml = plugboard::crd::crds_yaml()?;
             std::io::stdout()
@@ -49,6 +54,69 @@ fn main() -> anyhow::Result<()> {
             .context("failed to start the async runtime")?
             .block_on(dev::run(args)),
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Manage only Plugs and Sockets matching this label selector (to shard across instances).
+    #[arg(long, env = "PLUGBOARD_SELECTOR")]
+    selector: Option<String>,
+    /// Reconciles running at once per controller.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
+    concurrency: u16,
+    /// Overall timeout of one HTTP apparatus call, in seconds.
+    #[arg(long, default_value_t = 30)]
+    http_timeout: u64,
+    /// Name reported in Events (defaults to the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "plugboard")]
+    instance: String,
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = kube::Config::infer()
+        .await
+        .context("failed to find a kubeconfig or in-cluster configuration")?;
+    let client = kube::Client::try_from(config.clone()).context("failed to create a client")?;
+    let mut options = plugboard::controller::Options {
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        selector: args.selector.filter(|s| !s.is_empty()),
+        concurrency: args.concurrency.max(1),
+        instance: args.instance,
+        ..Default::default()
+    };
+    options.http.request_timeout = std::time::Duration::from_secs(args.http_timeout.max(1));
+    tracing::info!(?options, "starting plugboard");
+    let metrics = std::sync::Arc::new(plugboard::metrics::Metrics::default());
+    let shutdown = async {
+        // Ctrl-C or SIGTERM (what Kubernetes sends) both stop the controllers gracefully.
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops plugboard");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    plugboard::controller::run(client, config, options, metrics, shutdown).await?;
+    tracing::info!("plugboard stopped");
+    Ok(())
 }
 
 #[cfg(feature = "dev")]

@@ -7,4 +7,5 @@
 )]
 
 mod api;
+mod coupling;
 mod rbac;

@@ -38,6 +38,30 @@ pub mod reasons {
     pub const SOCKET_COUPLED: &str = "SocketCoupled";
     /// A Socket has no coupled Plug.
     pub const SOCKET_EMPTY: &str = "SocketEmpty";
+    /// The Socket being deleted waits for its Plugs to decouple.
+    pub const DECOUPLING: &str = "Decoupling";
+    /// The Plug's namespace is not admitted by the Socket's `validation`.
+    pub const COUPLING_REFUSED: &str = "CouplingRefused";
+    /// The Socket's `validation` cannot be evaluated.
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
+    /// A config source (Secret, ConfigMap) is missing or cannot be read.
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
+    /// A config does not satisfy the Socket's interface.
+    pub const CONFIG_INVALID: &str = "ConfigInvalid";
+    /// A result required by the interface is not there yet; the coupling waits for it.
+    pub const RESULT_PENDING: &str = "ResultPending";
+    /// A result cannot be stored (for example a key that is not a valid Secret key).
+    pub const RESULT_INVALID: &str = "ResultInvalid";
+    /// An apparatus call failed.
+    pub const APPARATUS_FAILED: &str = "ApparatusFailed";
+    /// The spec uses a feature this version of plugboard does not support yet.
+    pub const UNSUPPORTED: &str = "Unsupported";
+    /// Decoupling failed; the finalizer stays until it succeeds or is forced.
+    pub const DECOUPLE_FAILED: &str = "DecoupleFailed";
+    /// The Plug or Socket is being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// The Socket is set up and admits Plugs.
+    pub const SOCKET_READY: &str = "SocketReady";
 }
 
 /// A condition as a reconcile wants it, before timestamps are assigned.

@@ -30,9 +30,9 @@ pub struct ResultRef {
     /// Name of the Secret, in the Plug's namespace, holding the validated results under the keys
     /// `plug.<key>` and `socket.<key>`.
     pub secret_name: String,
-    /// The Plug generation the results were computed for.
+    /// Checksum of the stored results, so the Secret is rewritten only when they change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
+    pub checksum: Option<String>,
 }
 
 /// The WebAssembly component a side's hooks run in, as resolved by the operator.
@@ -57,9 +57,16 @@ pub struct PlugStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// The Socket this Plug is coupled to.
+    /// The Plug's `created` hooks have run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
+    /// The Socket this Plug is coupled to (its `coupled` hooks have run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupled_socket: Option<CoupledObjectRef>,
+    /// Checksum of the coupling inputs the `coupled` or `updated` hooks last ran with. `updated`
+    /// hooks run when the inputs' checksum differs from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupling_checksum: Option<String>,
     /// Where the coupling's results are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultRef>,
@@ -80,6 +87,9 @@ pub struct SocketStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The Socket's `created` hooks have run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
     /// The Plugs coupled to this Socket, once each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["uid".into()]))]

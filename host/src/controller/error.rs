@@ -1,0 +1,179 @@
+//! Errors of a reconcile. Each maps mechanically to a condition reason (also the Event reason),
+//! and its message (the chain of causes) says what to fix. Messages never carry values read
+//! from Secrets or apparatuses: only names and keys.
+
+use crate::apparatus::Side;
+use crate::apparatus::http::{EndpointError, HttpApparatusError};
+use crate::crd::conditions::reasons;
+use crate::engine::admission::PolicyError;
+use crate::engine::config::MissingProperties;
+
+/// Why a reconcile step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An impersonating client could not be built.
+    #[error("failed to set up a client impersonating the owner's ServiceAccount")]
+    ClientSetup(#[source] kube::Error),
+    /// The HTTP apparatus client could not be built.
+    #[error("failed to set up the HTTP apparatus client: {0}")]
+    HttpSetup(String),
+    /// A call the operator makes for itself failed (status, finalizer, result Secret).
+    #[error("failed to {action} {what}")]
+    Api {
+        /// What was being done.
+        action: &'static str,
+        /// On which object.
+        what: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A Secret or ConfigMap named in the spec could not be read as the owner's ServiceAccount.
+    #[error(
+        "failed to read {kind} {namespace}/{name} named by {field} as ServiceAccount {namespace}/{service_account}"
+    )]
+    SourceRead {
+        /// `Secret` or `ConfigMap`.
+        kind: &'static str,
+        /// Its namespace (the owner's).
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The spec field naming it.
+        field: &'static str,
+        /// The ServiceAccount used.
+        service_account: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A Secret value is not UTF-8 text.
+    #[error("Secret {namespace}/{name} named by {field} holds non-UTF-8 data under key {key:?}")]
+    SourceNotText {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The spec field naming it.
+        field: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// A config does not satisfy the Socket's interface.
+    #[error("the config does not satisfy the Socket's interface")]
+    Interface(#[source] MissingProperties),
+    /// A side's apparatus endpoint is not usable.
+    #[error("the {} apparatus endpoint is invalid", side.as_str())]
+    Endpoint {
+        /// Whose apparatus.
+        side: Side,
+        /// Why.
+        #[source]
+        source: EndpointError,
+    },
+    /// A side's apparatus call failed.
+    #[error("the {} apparatus failed", side.as_str())]
+    Apparatus {
+        /// Whose apparatus.
+        side: Side,
+        /// Why.
+        #[source]
+        source: HttpApparatusError,
+    },
+    /// The Socket's coupling policy cannot be evaluated.
+    #[error("the Socket's coupling policy is invalid")]
+    Policy(#[source] PolicyError),
+    /// The spec uses features this version does not support yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A result key cannot be stored in a Secret.
+    #[error(
+        "result key {key:?} of the {side} side is not a valid Secret key (letters, digits, '-', '_' and '.' only)"
+    )]
+    ResultKey {
+        /// `plug` or `socket`.
+        side: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// Decoupling failed; the finalizer stays.
+    #[error(
+        "failed to decouple from Socket {socket}; fix the cause, or set the annotation plugboard.dev/force-decouple=true on the Plug to decouple anyway"
+    )]
+    Decouple {
+        /// `namespace/name` of the Socket.
+        socket: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An object could not be turned into JSON.
+    #[error("failed to encode {what} as JSON")]
+    Encode {
+        /// What.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::ClientSetup(_)
+            | Error::HttpSetup(_)
+            | Error::Api { .. }
+            | Error::Encode { .. } => "ReconcileError",
+            Error::SourceRead { .. } | Error::SourceNotText { .. } => reasons::SOURCE_UNAVAILABLE,
+            Error::Interface(_) => reasons::CONFIG_INVALID,
+            Error::Endpoint { .. } | Error::Apparatus { .. } => reasons::APPARATUS_FAILED,
+            Error::Policy(_) => reasons::INVALID_POLICY,
+            Error::Unsupported(_) => reasons::UNSUPPORTED,
+            Error::ResultKey { .. } => reasons::RESULT_INVALID,
+            Error::Decouple { .. } => reasons::DECOUPLE_FAILED,
+        }
+    }
+
+    /// Whether only a spec change can fix this (so retrying on a timer is pointless).
+    pub fn needs_spec_change(&self) -> bool {
+        matches!(
+            self,
+            Error::Unsupported(_)
+                | Error::Policy(_)
+                | Error::Endpoint { .. }
+                | Error::ResultKey { .. }
+        )
+    }
+
+    /// The message: this error and its causes, joined with ": ", skipping a cause whose text
+    /// its parent already contains. Bounded to 1 KiB.
+    pub fn message(&self) -> String {
+        chain(self)
+    }
+}
+
+/// Renders an error chain on one line, bounded.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    const MAX: usize = 1024;
+    if out.len() > MAX {
+        let mut end = MAX;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,98 @@
+//! Running one side's hooks at a lifecycle point: its apparatus call, then a Normal Event.
+//! Hooks are at-least-once: a failure after a hook ran means it runs again on the retry, so
+//! apparatuses must be idempotent.
+
+use kube::Resource;
+use serde_json::Value;
+
+use super::sources::Owner;
+use super::{Context, Error, write};
+use crate::apparatus::{HookRequest, Side};
+use crate::crd::LifecyclePoint;
+use crate::engine::Values;
+use crate::metrics::Metrics;
+
+/// What the hook sees of the coupling.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HookInputs<'a> {
+    pub(crate) plug: Option<&'a Value>,
+    pub(crate) socket: Option<&'a Value>,
+    pub(crate) plug_config: Option<&'a Values>,
+    pub(crate) socket_config: Option<&'a Values>,
+}
+
+fn event_reason(side: Side, point: LifecyclePoint) -> String {
+    let side = match side {
+        Side::Plug => "Plug",
+        Side::Socket => "Socket",
+    };
+    let point = point.as_str();
+    let mut chars = point.chars();
+    let first = chars
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .unwrap_or_default();
+    format!("{side}{first}{}", chars.as_str())
+}
+
+/// Runs `owner`'s hook at `point` and records a Normal Event on `obj` (the owner's object).
+pub(crate) async fn run<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    owner: Owner<'_>,
+    obj: &K,
+    point: LifecyclePoint,
+    inputs: HookInputs<'_>,
+) -> Result<(), Error> {
+    if let Some(endpoint) = owner.endpoint()? {
+        let request = HookRequest {
+            side: owner.side,
+            point,
+            plug: inputs.plug,
+            socket: inputs.socket,
+            plug_config: inputs.plug_config,
+            socket_config: inputs.socket_config,
+        };
+        Metrics::inc(&ctx.metrics.apparatus_calls);
+        ctx.http
+            .hook(&endpoint, &request)
+            .await
+            .map_err(|source| Error::Apparatus {
+                side: owner.side,
+                source,
+            })?;
+    }
+    tracing::info!(
+        side = owner.side.as_str(),
+        hook = point.as_str(),
+        namespace = owner.namespace,
+        name = owner.name,
+        "hook ran"
+    );
+    // The reference's message format: name first, then namespace.
+    let note = format!(
+        "{} {}/{} {}",
+        owner.side.as_str(),
+        owner.name,
+        owner.namespace,
+        point.as_str()
+    );
+    write::event(ctx, obj, false, &event_reason(owner.side, point), note).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_reasons_keep_the_reference_names() {
+        assert_eq!(
+            event_reason(Side::Plug, LifecyclePoint::Coupled),
+            "PlugCoupled"
+        );
+        assert_eq!(
+            event_reason(Side::Socket, LifecyclePoint::Decoupled),
+            "SocketDecoupled"
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The operator: Plug and Socket controllers sharing one [`Context`].
+//!
+//! Each object's status has exactly one writer: the Plug controller writes Plug status (and
+//! runs the coupling hooks of both sides, once per Plug), the Socket controller writes Socket
+//! status and derives its list of coupled Plugs from the Plugs' status. So a hundred Plugs
+//! coupling at once never race on the Socket's status. Changes to a Socket wake exactly the
+//! Plugs that reference it or are coupled to it; changes to a Plug wake its Socket.
+
+mod error;
+mod hooks;
+mod plug;
+mod socket;
+mod sources;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, Config, ResourceExt as _};
+use tokio::task::JoinHandle;
+
+use crate::apparatus::http::{HttpApparatus, HttpOptions};
+use crate::crd::{Plug, Socket};
+use crate::metrics::Metrics;
+
+pub use error::Error;
+
+/// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run.
+pub const FINALIZER: &str = "plugboard.dev/finalizer";
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "plugboard";
+/// Annotation on a Plug that lets its decouple proceed past failing hooks or config.
+pub const FORCE_DECOUPLE_ANNOTATION: &str = "plugboard.dev/force-decouple";
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch only this namespace (all namespaces when unset).
+    pub namespace: Option<String>,
+    /// Manage only Plugs and Sockets whose labels match this selector (for sharding).
+    pub selector: Option<String>,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+    /// HTTP apparatus client settings.
+    pub http: HttpOptions,
+    /// Name reported in Events (`reportingInstance`).
+    pub instance: String,
+    /// Delay before a coupling waiting for a required result looks again.
+    pub result_poll: Duration,
+    /// Delay before retrying after a failure the user may fix outside the spec (a missing
+    /// Secret, an apparatus down).
+    pub retry: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            selector: None,
+            concurrency: 4,
+            http: HttpOptions::default(),
+            instance: "plugboard".to_owned(),
+            result_poll: Duration::from_secs(5),
+            retry: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub(crate) client: Client,
+    base_config: Config,
+    impersonated: tokio::sync::Mutex<HashMap<(String, String), Client>>,
+    pub(crate) recorder: Recorder,
+    pub(crate) http: HttpApparatus,
+    pub(crate) plugs: Store<Plug>,
+    pub(crate) options: Options,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Impersonated clients kept at most; the map is cleared when it grows past this.
+const MAX_IMPERSONATED_CLIENTS: usize = 512;
+
+impl Context {
+    /// A client acting as ServiceAccount `namespace/name` (impersonation), so everything done
+    /// on a side's behalf is limited to what that ServiceAccount may do.
+    pub(crate) async fn client_as(&self, namespace: &str, name: &str) -> Result<Client, Error> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut clients = self.impersonated.lock().await;
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut config = self.base_config.clone();
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+        let client = Client::try_from(config).map_err(Error::ClientSetup)?;
+        if clients.len() >= MAX_IMPERSONATED_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The Socket a Plug names.
+pub(crate) fn socket_key(plug: &Plug) -> ObjectRef<Socket> {
+    let namespace = plug
+        .spec
+        .socket
+        .namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| plug.namespace().unwrap_or_default());
+    ObjectRef::new(&plug.spec.socket.name).within(&namespace)
+}
+
+/// Reads an object fresh from the API server (not from a cache), `None` when it does not exist.
+pub(crate) async fn fresh<K>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Api {
+            action: "read",
+            what: format!("{} {namespace}/{name}", K::kind(&())),
+            source: Box::new(source),
+        })
+}
+
+/// Whether the Plug cache has listed every Plug once, so none is judged missing merely because
+/// it has not been seen yet (after a restart, say). Never waits: a reconcile that blocked here
+/// would hold a concurrency slot, and a full set of blocked slots stops the very watch that
+/// fills the cache.
+pub(crate) async fn plugs_listed(ctx: &Context) -> bool {
+    tokio::time::timeout(Duration::ZERO, ctx.plugs.wait_until_ready())
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Runs the operator until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    options: Options,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let namespace = options.namespace.clone();
+    let mut wc = watcher::Config::default();
+    if let Some(selector) = &options.selector {
+        wc = wc.labels(selector);
+    }
+    let plugs_api: Api<Plug> = scoped(&client, namespace.as_deref());
+    let sockets_api: Api<Socket> = scoped(&client, namespace.as_deref());
+    let controller_config = controller::Config::default().concurrency(options.concurrency);
+
+    let plug_controller = controller::Controller::new(plugs_api.clone(), wc.clone())
+        .with_config(controller_config.clone());
+    let socket_controller =
+        controller::Controller::new(sockets_api.clone(), wc.clone()).with_config(controller_config);
+
+    // Each controller reads the other kind from a store fed by the very watch that wakes it,
+    // so a reconcile woken by a change always sees that change.
+    let (sockets, socket_writer) = reflector::store::<Socket>();
+    let socket_events = reflector::reflector(
+        socket_writer,
+        watcher(sockets_api, wc.clone()).default_backoff(),
+    )
+    .touched_objects();
+    let (plugs, plug_writer) = reflector::store::<Plug>();
+    let plug_events = reflector::reflector(plug_writer, watcher(plugs_api, wc).default_backoff())
+        .touched_objects();
+
+    // A Socket change that matters to Plugs (spec, deletion, created hooks done) wakes the
+    // Plugs that name it or are coupled to it; its status churn does not.
+    // Mappers that wake Plugs look them up in the Plug controller's own store: it is fed by the
+    // watch that triggers Plug reconciles, so a Plug that has reconciled is always in it.
+    let plug_primary = plug_controller.store();
+    let plugs_for_mapper = plug_primary.clone();
+    let sockets_in_store = sockets.clone();
+    let socket_seen = Mutex::new(HashMap::<String, SocketFingerprint>::new());
+    let plug_controller = plug_controller.watches_stream(socket_events, move |socket: Socket| {
+        let uid = socket.uid().unwrap_or_default();
+        let gone = sockets_in_store.get(&ObjectRef::from(&socket)).is_none();
+        let fingerprint = SocketFingerprint::of(&socket);
+        {
+            let mut seen = socket_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if gone {
+                seen.remove(&uid);
+            } else {
+                if seen.get(&uid) == Some(&fingerprint) {
+                    return Vec::new();
+                }
+                prune(&mut seen, 4096);
+                seen.insert(uid.clone(), fingerprint);
+            }
+        }
+        let key = ObjectRef::<Socket>::from(&socket);
+        plugs_for_mapper
+            .state()
+            .into_iter()
+            .filter(|p| {
+                socket_key(p) == key
+                    || p.status
+                        .as_ref()
+                        .and_then(|s| s.coupled_socket.as_ref())
+                        .is_some_and(|c| c.uid == uid)
+            })
+            .map(|p| ObjectRef::from(&*p))
+            .collect::<Vec<_>>()
+    });
+    // A Namespace label change can change who may couple: wake the Plugs in it.
+    let plug_controller = if namespace.is_none() {
+        let plugs_in_ns = plug_primary.clone();
+        plug_controller.watches(
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            move |ns| {
+                let name = ns.name_any();
+                plugs_in_ns
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.namespace().as_deref() == Some(name.as_str()))
+                    .map(|p| ObjectRef::from(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+    } else {
+        plug_controller
+    };
+    // A Plug change that matters to Sockets (which Socket it names or is coupled to, its
+    // deletion) wakes those Sockets, including the one it just left.
+    let plugs_in_store = plugs.clone();
+    let plug_seen = Mutex::new(HashMap::<String, PlugFingerprint>::new());
+    let socket_controller = socket_controller.watches_stream(plug_events, move |plug: Plug| {
+        let uid = plug.uid().unwrap_or_default();
+        // The reflector has applied the event already: a Plug missing from the store is gone.
+        let gone = plugs_in_store.get(&ObjectRef::from(&plug)).is_none();
+        let fingerprint = PlugFingerprint::of(&plug);
+        let mut seen = plug_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let previous = if gone {
+            seen.remove(&uid)
+        } else {
+            if seen.get(&uid) == Some(&fingerprint) {
+                return Vec::new();
+            }
+            prune(&mut seen, 65536);
+            seen.insert(uid, fingerprint.clone())
+        };
+        let mut keys = fingerprint.sockets();
+        for key in previous.map(|p| p.sockets()).unwrap_or_default() {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys
+    });
+
+    let reporter = Reporter {
+        controller: "plugboard".into(),
+        instance: Some(options.instance.clone()),
+    };
+    let http =
+        HttpApparatus::new(options.http.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        base_config: config,
+        impersonated: tokio::sync::Mutex::new(HashMap::new()),
+        http,
+        plugs,
+        options,
+        metrics,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // Either a `true` or a dropped sender means stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let plug_run = plug_controller
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(plug::reconcile, plug::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "plug reconcile did not complete");
+            }
+        });
+    let socket_run = socket_controller
+        .graceful_shutdown_on(stopped(stop_rx))
+        .run(socket::reconcile, socket::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "socket reconcile did not complete");
+            }
+        });
+    let trigger = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(plug_run, socket_run, trigger);
+    Ok(())
+}
+
+/// A running operator inside this process (used by `plugboard run` and by tests). Dropping it
+/// stops it.
+#[derive(Debug)]
+pub struct Operator {
+    task: JoinHandle<Result<(), Error>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Operator {
+    /// Starts the operator on the current runtime.
+    pub fn spawn(client: Client, config: Config, options: Options) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let task = tokio::spawn(run(
+            client,
+            config,
+            options,
+            metrics.clone(),
+            std::future::pending(),
+        ));
+        Self { task, metrics }
+    }
+
+    /// The operator's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops the operator and waits for it to end.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = (&mut { self }.task).await;
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What Plugs care about in a Socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SocketFingerprint {
+    generation: Option<i64>,
+    deleting: bool,
+    created: bool,
+}
+
+impl SocketFingerprint {
+    fn of(socket: &Socket) -> Self {
+        Self {
+            generation: socket.metadata.generation,
+            deleting: socket.metadata.deletion_timestamp.is_some(),
+            created: socket.status.as_ref().is_some_and(|s| s.created),
+        }
+    }
+}
+
+/// What Sockets care about in a Plug.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlugFingerprint {
+    named: ObjectRef<Socket>,
+    coupled: Option<(ObjectRef<Socket>, String)>,
+    deleting: bool,
+}
+
+impl PlugFingerprint {
+    fn of(plug: &Plug) -> Self {
+        Self {
+            named: socket_key(plug),
+            coupled: plug
+                .status
+                .as_ref()
+                .and_then(|s| s.coupled_socket.as_ref())
+                .map(|c| (ObjectRef::new(&c.name).within(&c.namespace), c.uid.clone())),
+            deleting: plug.metadata.deletion_timestamp.is_some(),
+        }
+    }
+
+    fn sockets(&self) -> Vec<ObjectRef<Socket>> {
+        let mut keys = vec![self.named.clone()];
+        if let Some((key, _)) = &self.coupled
+            && key != &self.named
+        {
+            keys.push(key.clone());
+        }
+        keys
+    }
+}
+
+/// Keeps a fingerprint map bounded; forgetting entries only costs a spurious wake-up.
+fn prune<V>(map: &mut HashMap<String, V>, max: usize) {
+    if map.len() >= max {
+        map.clear();
+    }
+}
+
+/// Requeue after `d`, for waits on things no watch reports.
+pub(crate) fn requeue(d: Duration) -> Action {
+    Action::requeue(d)
+}

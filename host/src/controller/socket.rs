@@ -1,0 +1,251 @@
+//! The Socket reconciler: its created and deleted hooks, and its status, whose list of coupled
+//! Plugs is derived from the Plugs' own status (so it has a single writer and never loses an
+//! update, however many Plugs couple at once).
+//!
+//! Deleting a Socket never deletes Plugs: each coupled Plug sees the Socket going, runs the
+//! decoupled hooks of both sides and waits for a Socket to come back; the Socket keeps its
+//! finalizer until no Plug is coupled any more, then runs its deleted hooks.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource as _, ResourceExt as _};
+use tracing::Instrument as _;
+
+use super::hooks::{self, HookInputs};
+use super::sources::Owner;
+use super::{Context, Error, FORCE_DECOUPLE_ANNOTATION, requeue, write};
+use crate::crd::conditions::{self, DesiredCondition, reasons, types};
+use crate::crd::{CoupledObjectRef, LifecyclePoint, Plug, Socket, SocketStatus};
+use crate::metrics::Metrics;
+
+/// The Plugs whose status says they are coupled to `socket`, ordered by namespace and name.
+fn coupled_plugs(ctx: &Context, socket: &Socket) -> Vec<CoupledObjectRef> {
+    let Some(uid) = socket.uid() else {
+        return Vec::new();
+    };
+    let mut plugs: Vec<CoupledObjectRef> = ctx
+        .plugs
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.coupled_socket.as_ref())
+                .is_some_and(|c| c.uid == uid)
+        })
+        .map(|p| CoupledObjectRef {
+            api_version: Plug::api_version(&()).into_owned(),
+            kind: Plug::kind(&()).into_owned(),
+            name: p.name_any(),
+            namespace: p.namespace().unwrap_or_default(),
+            uid: p.uid().unwrap_or_default(),
+        })
+        .collect();
+    plugs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    plugs
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "plug" } else { "plugs" }
+}
+
+async fn write_status(
+    ctx: &Context,
+    socket: &Socket,
+    mut status: SocketStatus,
+    desired: &[DesiredCondition],
+) -> Result<(), Error> {
+    let current = socket.status.as_ref();
+    status.conditions = conditions::merge_conditions(
+        current.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+        desired,
+        socket.metadata.generation,
+        &Time(Timestamp::now()),
+    );
+    status.observed_generation = socket.metadata.generation;
+    write::status(ctx, socket, current, &status).await
+}
+
+/// Reconciles one Socket.
+pub(crate) async fn reconcile(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = "Socket",
+        namespace = socket.namespace().unwrap_or_default(),
+        name = socket.name_any()
+    );
+    let metrics = ctx.metrics.clone();
+    let result = reconcile_inner(socket, ctx).instrument(span).await;
+    Metrics::inc(&metrics.socket_reconciles);
+    result
+}
+
+async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !super::plugs_listed(&ctx).await {
+        return Ok(requeue(std::time::Duration::from_millis(200)));
+    }
+    let Some(socket) = super::fresh::<Socket>(
+        &ctx,
+        &socket.namespace().unwrap_or_default(),
+        &socket.name_any(),
+    )
+    .await?
+    else {
+        return Ok(Action::await_change());
+    };
+    let socket = Arc::new(socket);
+    let owner = Owner::socket(&socket);
+    let plugs = coupled_plugs(&ctx, &socket);
+    let mut status = socket.status.clone().unwrap_or_default();
+    status.coupled_plug_count = i32::try_from(plugs.len()).unwrap_or(i32::MAX);
+    status.coupled_plugs = plugs;
+
+    if socket.meta().deletion_timestamp.is_some() {
+        if !write::has_finalizer(&*socket) {
+            return Ok(Action::await_change());
+        }
+        if !status.coupled_plugs.is_empty() {
+            let names: Vec<String> = status
+                .coupled_plugs
+                .iter()
+                .take(5)
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .collect();
+            let more = status.coupled_plugs.len().saturating_sub(names.len());
+            let message = format!(
+                "deleting: waiting for {} {} to decouple: {}{}",
+                status.coupled_plugs.len(),
+                plural(status.coupled_plugs.len()),
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+            write_status(
+                &ctx,
+                &socket,
+                status,
+                &[
+                    DesiredCondition::fails(types::READY, reasons::DELETING, message.clone()),
+                    DesiredCondition::fails(types::COUPLED, reasons::DECOUPLING, message.clone()),
+                    DesiredCondition::holds(types::RECONCILING, reasons::DECOUPLING, message),
+                ],
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        if status.created {
+            let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
+                what: "the Socket",
+                source,
+            })?;
+            let inputs = HookInputs {
+                socket: Some(&json),
+                ..Default::default()
+            };
+            let ran = hooks::run(&ctx, owner, &*socket, LifecyclePoint::Deleted, inputs).await;
+            let forced = socket
+                .annotations()
+                .get(FORCE_DECOUPLE_ANNOTATION)
+                .is_some_and(|v| v == "true");
+            match ran {
+                Ok(()) => {}
+                Err(error @ Error::Api { .. }) => return Err(error),
+                Err(error) if forced => {
+                    write::event(&ctx, &*socket, true, error.reason(), error.message()).await;
+                }
+                Err(error) => return failed(&ctx, &socket, status, &error).await,
+            }
+        }
+        write::remove_finalizer(&ctx, &*socket).await?;
+        return Ok(Action::await_change());
+    }
+
+    if !write::has_finalizer(&*socket) {
+        write::add_finalizer(&ctx, &*socket).await?;
+    }
+    if let Err(error) = owner.unsupported() {
+        return failed(&ctx, &socket, status, &error).await;
+    }
+    if !status.created {
+        let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
+            what: "the Socket",
+            source,
+        })?;
+        let inputs = HookInputs {
+            socket: Some(&json),
+            ..Default::default()
+        };
+        match hooks::run(&ctx, owner, &*socket, LifecyclePoint::Created, inputs).await {
+            Ok(()) => status.created = true,
+            Err(error @ Error::Api { .. }) => return Err(error),
+            Err(error) => return failed(&ctx, &socket, status, &error).await,
+        }
+    }
+
+    let n = status.coupled_plugs.len();
+    let coupled = if n == 0 {
+        DesiredCondition::fails(types::COUPLED, reasons::SOCKET_EMPTY, "0 plugs coupled")
+    } else {
+        DesiredCondition::holds(
+            types::COUPLED,
+            reasons::SOCKET_COUPLED,
+            format!("{n} {} coupled", plural(n)),
+        )
+    };
+    write_status(
+        &ctx,
+        &socket,
+        status,
+        &[
+            DesiredCondition::holds(types::READY, reasons::SOCKET_READY, "ready for Plugs"),
+            coupled,
+        ],
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+async fn failed(
+    ctx: &Context,
+    socket: &Socket,
+    status: SocketStatus,
+    error: &Error,
+) -> Result<Action, Error> {
+    let reason = error.reason();
+    let message = error.message();
+    let previous = socket
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, types::READY));
+    if previous.is_none_or(|c| c.reason != reason || c.message != message) {
+        write::event(ctx, socket, true, reason, message.clone()).await;
+    }
+    write_status(
+        ctx,
+        socket,
+        status,
+        &[
+            DesiredCondition::fails(types::READY, reason, message.clone()),
+            DesiredCondition::fails(types::COUPLED, reason, message.clone()),
+            DesiredCondition::holds(types::STALLED, reason, message),
+        ],
+    )
+    .await?;
+    Ok(if error.needs_spec_change() {
+        Action::await_change()
+    } else {
+        requeue(ctx.options.retry)
+    })
+}
+
+/// Backoff for failures of the operator's own API calls.
+pub(crate) fn error_policy(_socket: Arc<Socket>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error.message(), "socket reconcile failed; retrying");
+    requeue(ctx.options.retry.min(std::time::Duration::from_secs(5)))
+}

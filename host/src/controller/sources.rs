@@ -1,0 +1,460 @@
+//! Loading what a coupling is computed from — Secrets, ConfigMaps, apparatus `config` replies —
+//! as the owner's ServiceAccount, and feeding it through the pure engine.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{Api, ResourceExt as _};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use super::{Context, Error};
+use crate::apparatus::http::Endpoint;
+use crate::apparatus::{ConfigRequest, Side};
+use crate::crd::{Plug, SideSpec, Socket};
+use crate::engine::Values;
+use crate::engine::config::{self, MissingProperties, Sources, ValuesKind};
+
+/// The two objects of a coupling, with their JSON forms (what apparatuses receive).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parties<'a> {
+    pub(crate) plug: &'a Plug,
+    pub(crate) socket: &'a Socket,
+    pub(crate) plug_json: &'a Value,
+    pub(crate) socket_json: &'a Value,
+}
+
+/// A side's identity: the spec fields it declares and where it lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub(crate) side: Side,
+    pub(crate) name: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) spec: &'a SideSpec,
+}
+
+impl<'a> Owner<'a> {
+    pub(crate) fn plug(plug: &'a Plug) -> Self {
+        Owner {
+            side: Side::Plug,
+            name: plug.metadata.name.as_deref().unwrap_or_default(),
+            namespace: plug.metadata.namespace.as_deref().unwrap_or_default(),
+            spec: &plug.spec.side,
+        }
+    }
+
+    pub(crate) fn socket(socket: &'a Socket) -> Self {
+        Owner {
+            side: Side::Socket,
+            name: socket.metadata.name.as_deref().unwrap_or_default(),
+            namespace: socket.metadata.namespace.as_deref().unwrap_or_default(),
+            spec: &socket.spec.side,
+        }
+    }
+
+    /// The side's HTTP apparatus endpoint, if it has one.
+    pub(crate) fn endpoint(&self) -> Result<Option<Endpoint>, Error> {
+        let Some(apparatus) = &self.spec.apparatus else {
+            return Ok(None);
+        };
+        if apparatus.wasm.is_some() {
+            return Ok(None);
+        }
+        Endpoint::resolve(
+            apparatus.endpoint.as_deref(),
+            self.name,
+            self.namespace,
+            apparatus.containers.is_some(),
+        )
+        .map(Some)
+        .map_err(|source| Error::Endpoint {
+            side: self.side,
+            source,
+        })
+    }
+
+    /// Spec features this version cannot act on yet. Refusing them beats ignoring them.
+    pub(crate) fn unsupported(&self) -> Result<(), Error> {
+        let spec = self.spec;
+        let mut used: Vec<&str> = Vec::new();
+        if !spec.config_template.is_empty() {
+            used.push("spec.configTemplate");
+        }
+        if !spec.result_template.is_empty() {
+            used.push("spec.resultTemplate");
+        }
+        if !spec.vars.is_empty() {
+            used.push("spec.vars");
+        }
+        if !spec.result_vars.is_empty() {
+            used.push("spec.resultVars");
+        }
+        if !spec.resources.is_empty() {
+            used.push("spec.resources");
+        }
+        if !spec.result_resources.is_empty() {
+            used.push("spec.resultResources");
+        }
+        if let Some(apparatus) = &spec.apparatus {
+            if apparatus.containers.is_some() {
+                used.push("spec.apparatus.containers (apparatus pods)");
+            }
+            if apparatus.wasm.is_some() {
+                used.push("spec.apparatus.wasm");
+            }
+        }
+        if used.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Unsupported(format!(
+            "{} {}/{} uses {}, which this version of plugboard does not support yet; remove {} to couple",
+            match self.side {
+                Side::Plug => "Plug",
+                Side::Socket => "Socket",
+            },
+            self.namespace,
+            self.name,
+            used.join(", "),
+            if used.len() == 1 { "it" } else { "them" },
+        )))
+    }
+}
+
+async fn read_secret(
+    ctx: &Context,
+    owner: Owner<'_>,
+    name: &str,
+    field: &'static str,
+) -> Result<Values, Error> {
+    let sa = owner.spec.service_account_name.as_str();
+    let client = ctx.client_as(owner.namespace, sa).await?;
+    let secret = Api::<Secret>::namespaced(client, owner.namespace)
+        .get(name)
+        .await
+        .map_err(|source| Error::SourceRead {
+            kind: "Secret",
+            namespace: owner.namespace.to_owned(),
+            name: name.to_owned(),
+            field,
+            service_account: sa.to_owned(),
+            source: Box::new(source),
+        })?;
+    let mut values = Values::new();
+    for (key, bytes) in secret.data.unwrap_or_default() {
+        let text = String::from_utf8(bytes.0).map_err(|_| Error::SourceNotText {
+            namespace: owner.namespace.to_owned(),
+            name: name.to_owned(),
+            field,
+            key: key.clone(),
+        })?;
+        values.insert(key, text);
+    }
+    Ok(values)
+}
+
+async fn read_config_map(
+    ctx: &Context,
+    owner: Owner<'_>,
+    name: &str,
+    field: &'static str,
+) -> Result<Values, Error> {
+    let sa = owner.spec.service_account_name.as_str();
+    let client = ctx.client_as(owner.namespace, sa).await?;
+    let cm = Api::<ConfigMap>::namespaced(client, owner.namespace)
+        .get(name)
+        .await
+        .map_err(|source| Error::SourceRead {
+            kind: "ConfigMap",
+            namespace: owner.namespace.to_owned(),
+            name: name.to_owned(),
+            field,
+            service_account: sa.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(cm.data.unwrap_or_default())
+}
+
+async fn optional_secret(
+    ctx: &Context,
+    owner: Owner<'_>,
+    name: Option<&String>,
+    field: &'static str,
+) -> Result<Option<Values>, Error> {
+    match name.filter(|n| !n.is_empty()) {
+        Some(name) => Ok(Some(read_secret(ctx, owner, name, field).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn optional_config_map(
+    ctx: &Context,
+    owner: Owner<'_>,
+    name: Option<&String>,
+    field: &'static str,
+) -> Result<Option<Values>, Error> {
+    match name.filter(|n| !n.is_empty()) {
+        Some(name) => Ok(Some(read_config_map(ctx, owner, name, field).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A side's data: Secret `dataSecretName`, then `data`, then ConfigMap `dataConfigMapName`.
+async fn data(ctx: &Context, owner: Owner<'_>) -> Result<Values, Error> {
+    let spec = owner.spec;
+    Ok(config::merge(Sources {
+        secret: optional_secret(
+            ctx,
+            owner,
+            spec.data_secret_name.as_ref(),
+            "spec.dataSecretName",
+        )
+        .await?,
+        inline: spec.data.clone(),
+        templates: None,
+        config_map: optional_config_map(
+            ctx,
+            owner,
+            spec.data_config_map_name.as_ref(),
+            "spec.dataConfigMapName",
+        )
+        .await?,
+        apparatus: None,
+    }))
+}
+
+/// The validated configs of both sides: Secret, inline, (templates), ConfigMap, apparatus
+/// `config`, then the Socket's interface.
+pub(crate) async fn configs(
+    ctx: &Context,
+    parties: Parties<'_>,
+) -> Result<(Values, Values), Error> {
+    let plug = Owner::plug(parties.plug);
+    let socket = Owner::socket(parties.socket);
+    let plug_endpoint = plug.endpoint()?;
+    let socket_endpoint = socket.endpoint()?;
+    // Data is read only when an apparatus will see it.
+    let (plug_data, socket_data) = if plug_endpoint.is_some() || socket_endpoint.is_some() {
+        (data(ctx, plug).await?, data(ctx, socket).await?)
+    } else {
+        (Values::new(), Values::new())
+    };
+    let interface = parties
+        .socket
+        .spec
+        .interface
+        .as_ref()
+        .and_then(|i| i.config.as_ref());
+    let mut out = Vec::with_capacity(2);
+    for (owner, endpoint, properties) in [
+        (plug, plug_endpoint, interface.and_then(|c| c.plug.as_ref())),
+        (
+            socket,
+            socket_endpoint,
+            interface.and_then(|c| c.socket.as_ref()),
+        ),
+    ] {
+        let spec = owner.spec;
+        let apparatus = match &endpoint {
+            Some(endpoint) => {
+                let request = ConfigRequest {
+                    side: owner.side,
+                    plug: parties.plug_json,
+                    socket: parties.socket_json,
+                    plug_data: &plug_data,
+                    socket_data: &socket_data,
+                    vars: None,
+                };
+                super::Metrics::inc(&ctx.metrics.apparatus_calls);
+                Some(
+                    ctx.http
+                        .config(endpoint, &request)
+                        .await
+                        .map_err(|source| Error::Apparatus {
+                            side: owner.side,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let merged = config::merge(Sources {
+            secret: optional_secret(
+                ctx,
+                owner,
+                spec.config_secret_name.as_ref(),
+                "spec.configSecretName",
+            )
+            .await?,
+            inline: spec.config.clone(),
+            templates: None,
+            config_map: optional_config_map(
+                ctx,
+                owner,
+                spec.config_config_map_name.as_ref(),
+                "spec.configConfigMapName",
+            )
+            .await?,
+            apparatus,
+        });
+        out.push(
+            config::validate(owner.side, ValuesKind::Config, properties, merged)
+                .map_err(Error::Interface)?,
+        );
+    }
+    let socket_config = out.pop().unwrap_or_default();
+    let plug_config = out.pop().unwrap_or_default();
+    Ok((plug_config, socket_config))
+}
+
+/// The validated results of both sides, or the required properties still missing.
+pub(crate) async fn results(
+    ctx: &Context,
+    parties: Parties<'_>,
+) -> Result<Result<(Values, Values), MissingProperties>, Error> {
+    let interface = parties
+        .socket
+        .spec
+        .interface
+        .as_ref()
+        .and_then(|i| i.result.as_ref());
+    let mut out = Vec::with_capacity(2);
+    for (owner, properties) in [
+        (
+            Owner::plug(parties.plug),
+            interface.and_then(|r| r.plug.as_ref()),
+        ),
+        (
+            Owner::socket(parties.socket),
+            interface.and_then(|r| r.socket.as_ref()),
+        ),
+    ] {
+        let spec = owner.spec;
+        let merged = config::merge(Sources {
+            secret: optional_secret(
+                ctx,
+                owner,
+                spec.result_secret_name.as_ref(),
+                "spec.resultSecretName",
+            )
+            .await?,
+            inline: spec.result.clone(),
+            templates: None,
+            config_map: optional_config_map(
+                ctx,
+                owner,
+                spec.result_config_map_name.as_ref(),
+                "spec.resultConfigMapName",
+            )
+            .await?,
+            apparatus: None,
+        });
+        match config::validate(owner.side, ValuesKind::Result, properties, merged) {
+            Ok(values) => out.push(values),
+            Err(missing) => return Ok(Err(missing)),
+        }
+    }
+    let socket_result = out.pop().unwrap_or_default();
+    let plug_result = out.pop().unwrap_or_default();
+    Ok(Ok((plug_result, socket_result)))
+}
+
+/// Name of the Secret holding a Plug's results: `<plug>-plugboard-result`, shortened with a
+/// hash when that would exceed the 253-character name limit.
+pub(crate) fn result_secret_name(plug: &Plug) -> String {
+    const SUFFIX: &str = "-plugboard-result";
+    let name = plug.name_any();
+    if name.len() + SUFFIX.len() <= 253 {
+        return format!("{name}{SUFFIX}");
+    }
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
+    let keep = 253 - SUFFIX.len() - hash.len() - 1;
+    let mut end = keep.min(name.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}-{hash}{SUFFIX}",
+        name[..end].trim_end_matches(['-', '.'])
+    )
+}
+
+/// A Secret key is letters, digits, `-`, `_` and `.`.
+pub(crate) fn valid_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checksum of stored results.
+pub(crate) fn results_checksum(plug: &Values, socket: &Values) -> String {
+    let mut hash = Sha256::new();
+    if let Ok(bytes) = serde_json::to_vec(&(plug, socket)) {
+        hash.update(bytes);
+    }
+    hex::encode(hash.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{PlugSpec, SocketRef};
+
+    fn plug_named(name: &str) -> Plug {
+        Plug::new(
+            name,
+            PlugSpec {
+                socket: SocketRef::default(),
+                side: SideSpec::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn result_secret_names_fit_the_limit() {
+        assert_eq!(
+            result_secret_name(&plug_named("app")),
+            "app-plugboard-result"
+        );
+        let long = "a".repeat(253);
+        let name = result_secret_name(&plug_named(&long));
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.ends_with("-plugboard-result"));
+        assert_ne!(name, result_secret_name(&plug_named(&"a".repeat(252))));
+    }
+
+    #[test]
+    fn secret_keys_are_checked() {
+        assert!(valid_secret_key("db.password_1-x"));
+        assert!(!valid_secret_key("has space"));
+        assert!(!valid_secret_key("slash/key"));
+        assert!(!valid_secret_key(""));
+    }
+
+    #[test]
+    fn unsupported_features_are_named() {
+        let mut spec = SideSpec::default();
+        spec.config_template.insert("k".into(), "{{ x }}".into());
+        spec.resources.push(Default::default());
+        let owner = Owner {
+            side: Side::Socket,
+            name: "db",
+            namespace: "data",
+            spec: &spec,
+        };
+        let message = owner.unsupported().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "Socket data/db uses spec.configTemplate, spec.resources, which this version of \
+             plugboard does not support yet; remove them to couple"
+        );
+        let plain = SideSpec::default();
+        assert!(
+            Owner {
+                spec: &plain,
+                ..owner
+            }
+            .unsupported()
+            .is_ok()
+        );
+    }
+}

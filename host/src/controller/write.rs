@@ -1,0 +1,258 @@
+//! Every write the operator makes: status (server-side apply, only when it changed), finalizers
+//! (JSON patch guarded by a test of the current list), result Secrets, and Events.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{Context, Error, FIELD_MANAGER, FINALIZER};
+use crate::engine::Values;
+use crate::metrics::Metrics;
+
+fn api<K>(ctx: &Context, obj: &K) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{} {}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Whether the object carries our finalizer.
+pub(crate) fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+async fn set_finalizers<K>(ctx: &Context, obj: &K, finalizers: Vec<String>) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let current = obj.finalizers();
+    // `test` makes the patch fail instead of clobbering a concurrent finalizer change.
+    let ops = if obj.meta().finalizers.is_none() {
+        json!([{ "op": "add", "path": "/metadata/finalizers", "value": finalizers }])
+    } else {
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": current },
+            { "op": "replace", "path": "/metadata/finalizers", "value": finalizers },
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|source| Error::Encode {
+        what: "finalizer patch",
+        source,
+    })?;
+    api(ctx, obj)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            action: "update the finalizers of",
+            what: describe(obj),
+            source: Box::new(source),
+        })?;
+    Metrics::inc(&ctx.metrics.finalizer_writes);
+    Ok(())
+}
+
+/// Adds our finalizer.
+pub(crate) async fn add_finalizer<K>(ctx: &Context, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let mut finalizers = obj.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    set_finalizers(ctx, obj, finalizers).await
+}
+
+/// Removes our finalizer, letting the object go.
+pub(crate) async fn remove_finalizer<K>(ctx: &Context, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let finalizers = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    match set_finalizers(ctx, obj, finalizers).await {
+        // Already gone: nothing left to release.
+        Err(Error::Api { source, .. }) if matches!(&*source, kube::Error::Api(status) if status.is_not_found()) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Server-side applies `status` unless it equals `current`.
+pub(crate) async fn status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api(ctx, obj)
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            action: "write the status of",
+            what: describe(obj),
+            source: Box::new(source),
+        })?;
+    Metrics::inc(&ctx.metrics.status_writes);
+    Ok(())
+}
+
+/// Publishes an Event on `obj`. Events are best effort: a failure is logged, never fatal.
+pub(crate) async fn event<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        Ok(()) => Metrics::inc(&ctx.metrics.events),
+        Err(error) => tracing::warn!(%error, reason, "failed to publish an Event"),
+    }
+}
+
+/// Writes the result Secret owned by `owner`: keys `plug.<key>` and `socket.<key>`.
+pub(crate) async fn result_secret<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    owner: &K,
+    name: &str,
+    plug: &Values,
+    socket: &Values,
+) -> Result<(), Error> {
+    let namespace = owner.namespace().unwrap_or_default();
+    let mut data = BTreeMap::new();
+    for (prefix, values) in [("plug", plug), ("socket", socket)] {
+        for (k, v) in values {
+            data.insert(format!("{prefix}.{k}"), ByteString(v.clone().into_bytes()));
+        }
+    }
+    let mut labels = BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "plugboard".to_owned(),
+    )]);
+    let owner_name = owner.name_any();
+    if owner_name.len() <= 63 {
+        labels.insert("plugboard.dev/plug".to_owned(), owner_name.clone());
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![OwnerReference {
+                api_version: K::api_version(&()).into_owned(),
+                kind: K::kind(&()).into_owned(),
+                name: owner_name,
+                uid: owner.uid().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            action: "write the result Secret",
+            what: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        })?;
+    Metrics::inc(&ctx.metrics.secret_writes);
+    Ok(())
+}
+
+/// Deletes a result Secret; a missing one is fine.
+pub(crate) async fn delete_result_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {
+            Metrics::inc(&ctx.metrics.secret_writes);
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(Error::Api {
+            action: "delete the result Secret",
+            what: format!("{namespace}/{name}"),
+            source: Box::new(source),
+        }),
+    }
+}

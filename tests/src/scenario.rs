@@ -1,0 +1,258 @@
+//! A coupling scenario: a namespace, an in-process operator that manages only this test's
+//! objects (by label, so tests run in parallel on one control plane without seeing each other),
+//! and waits on conditions with deadlines.
+
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use plugboard::controller::{Operator, Options};
+use plugboard::crd::{Plug, Socket};
+use plugboard::metrics::Snapshot;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::{TestEnv, TestNamespace, env, error_chain, wait_for};
+
+/// Label that assigns objects to one test's operator.
+pub const TEST_LABEL: &str = "plugboard.dev/test-run";
+
+/// How long a test waits for a state before failing.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One test's world.
+pub struct Scenario {
+    /// The shared test environment.
+    pub env: TestEnv,
+    /// The test's namespace.
+    pub ns: TestNamespace,
+    /// This test's value of [`TEST_LABEL`].
+    pub run: String,
+    /// Operator options (short retry delays for tests).
+    pub options: Options,
+    operator: Option<Operator>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario").field("ns", &self.ns).finish()
+    }
+}
+
+/// Options suited to tests: quick retries, short apparatus timeouts.
+pub fn test_options(run: &str) -> Options {
+    let mut options = Options {
+        selector: Some(format!("{TEST_LABEL}={run}")),
+        retry: Duration::from_secs(1),
+        result_poll: Duration::from_millis(300),
+        instance: format!("plugboard-{run}"),
+        ..Default::default()
+    };
+    options.http.request_timeout = Duration::from_secs(2);
+    options.http.connect_timeout = Duration::from_secs(2);
+    options.http.retries = 1;
+    options.http.retry_backoff_min = Duration::from_millis(50);
+    options.http.retry_backoff_max = Duration::from_millis(100);
+    options
+}
+
+impl Scenario {
+    /// A fresh namespace and an operator for it (not started: call [`Scenario::start`]).
+    pub async fn new(prefix: &str) -> Self {
+        // Operator logs go to the test's captured output (shown when a test fails); RUST_LOG
+        // selects them, default warnings only.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let env = env().await;
+        let ns = env
+            .namespace(prefix)
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let run = ns.name().to_owned();
+        Scenario {
+            options: test_options(&run),
+            env,
+            ns,
+            run,
+            operator: None,
+        }
+    }
+
+    /// Starts the operator with the current options.
+    pub fn start(&mut self) {
+        let client = self.client();
+        self.operator = Some(Operator::spawn(
+            client,
+            self.env.config().clone(),
+            self.options.clone(),
+        ));
+    }
+
+    /// Stops the operator and starts a new one (a restart: fresh watches, caches and state).
+    pub async fn restart(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+        self.start();
+    }
+
+    /// The running operator's counters.
+    pub fn metrics(&self) -> Snapshot {
+        self.operator
+            .as_ref()
+            .map(|o| o.metrics().snapshot())
+            .unwrap_or_default()
+    }
+
+    /// An admin client.
+    pub fn client(&self) -> Client {
+        self.env.client()
+    }
+
+    /// An API handle in namespace `ns`.
+    pub fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client(), ns)
+    }
+
+    fn object(&self, kind: &str, name: &str, spec: Value) -> Value {
+        json!({
+            "apiVersion": "plugboard.dev/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": name, "labels": {TEST_LABEL: self.run}},
+            "spec": spec,
+        })
+    }
+
+    /// Creates a Plug in `ns` from a JSON spec.
+    pub async fn plug(&self, ns: &str, name: &str, spec: Value) -> Plug {
+        let plug: Plug = serde_json::from_value(self.object("Plug", name, spec))
+            .unwrap_or_else(|e| panic!("test Plug {name} is not valid: {e}"));
+        self.api::<Plug>(ns)
+            .create(&PostParams::default(), &plug)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create Plug {name}: {e}"))
+    }
+
+    /// Creates a Socket in `ns` from a JSON spec.
+    pub async fn socket(&self, ns: &str, name: &str, spec: Value) -> Socket {
+        let socket: Socket = serde_json::from_value(self.object("Socket", name, spec))
+            .unwrap_or_else(|e| panic!("test Socket {name} is not valid: {e}"));
+        self.api::<Socket>(ns)
+            .create(&PostParams::default(), &socket)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create Socket {name}: {e}"))
+    }
+
+    /// Merge-patches an object's spec (or anything else) with `patch`.
+    pub async fn patch<K>(&self, ns: &str, name: &str, patch: Value) -> K
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("failed to patch {name}: {e}"))
+    }
+
+    /// Waits until `probe` accepts the object (absent objects are passed as `None`).
+    pub async fn wait<K, F>(&self, ns: &str, name: &str, what: &str, probe: F) -> Option<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        F: Fn(Option<&K>) -> bool,
+    {
+        let api = self.api::<K>(ns);
+        let probe = &probe;
+        wait_for(what, DEADLINE, || {
+            let api = api.clone();
+            async move {
+                let obj = api.get_opt(name).await.map_err(|e| e.to_string())?;
+                if probe(obj.as_ref()) {
+                    Ok(obj)
+                } else {
+                    Err(format!("{obj:#?}"))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits until a Plug is Ready and returns it.
+    pub async fn wait_plug_ready(&self, ns: &str, name: &str) -> Plug {
+        self.wait::<Plug, _>(ns, name, &format!("Plug {ns}/{name} to be Ready"), |p| {
+            p.is_some_and(|p| plug_condition(p, "Ready").is_some_and(|c| c.status == "True"))
+        })
+        .await
+        .unwrap_or_else(|| unreachable!("a Ready Plug exists"))
+    }
+
+    /// Waits until a Plug's Ready condition has `reason`, and returns it.
+    pub async fn wait_plug_reason(&self, ns: &str, name: &str, reason: &str) -> Plug {
+        self.wait::<Plug, _>(
+            ns,
+            name,
+            &format!("Plug {ns}/{name} to show reason {reason}"),
+            |p| p.is_some_and(|p| plug_condition(p, "Ready").is_some_and(|c| c.reason == reason)),
+        )
+        .await
+        .unwrap_or_else(|| unreachable!("the Plug exists"))
+    }
+
+    /// Waits until a Socket is Ready and returns it.
+    pub async fn wait_socket_ready(&self, ns: &str, name: &str) -> Socket {
+        self.wait::<Socket, _>(ns, name, &format!("Socket {ns}/{name} to be Ready"), |s| {
+            s.is_some_and(|s| socket_condition(s, "Ready").is_some_and(|c| c.status == "True"))
+        })
+        .await
+        .unwrap_or_else(|| unreachable!("a Ready Socket exists"))
+    }
+
+    /// Waits until the running operator has completed more reconciles than `before` of each
+    /// kind asked for, so whatever triggered them has been fully handled.
+    pub async fn wait_reconciled(&self, before: Snapshot, plugs: bool, sockets: bool) {
+        wait_for("the operator to reconcile", DEADLINE, || async {
+            let now = self.metrics();
+            let plug_done = !plugs || now.plug_reconciles > before.plug_reconciles;
+            let socket_done = !sockets || now.socket_reconciles > before.socket_reconciles;
+            if plug_done && socket_done {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A condition of a Plug.
+pub fn plug_condition<'a>(plug: &'a Plug, type_: &str) -> Option<&'a Condition> {
+    plug.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// A condition of a Socket.
+pub fn socket_condition<'a>(socket: &'a Socket, type_: &str) -> Option<&'a Condition> {
+    socket
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
