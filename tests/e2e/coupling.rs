@@ -192,6 +192,39 @@ async fn socket_first_then_plug_couples_with_hooks_in_order() {
         "results leaked into status: {status_text}"
     );
 
+    // Each transition is a Normal Event on its object (the reference's reasons and messages).
+    let events = wait_for("the lifecycle Events", DEADLINE, || async {
+        let list = sc
+            .api::<Event>(&ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let normal: BTreeSet<(String, String)> = list
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Normal"))
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect();
+        if normal.len() >= 4 {
+            Ok(normal)
+        } else {
+            Err(format!("{normal:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    for (reason, message) in [
+        ("SocketCreated", format!("socket db/{ns} created")),
+        ("PlugCreated", format!("plug app/{ns} created")),
+        ("PlugCoupled", format!("plug app/{ns} coupled")),
+        ("SocketCoupled", format!("socket db/{ns} coupled")),
+    ] {
+        assert!(
+            events.contains(&(reason.to_owned(), message.clone())),
+            "{reason}: {events:?}"
+        );
+    }
+
     let after = sc.metrics();
     eprintln!(
         "one coupling: {} plug reconciles, {} object writes ({} status, {} finalizer, {} secret), {} events",
@@ -950,4 +983,156 @@ async fn apparatus_failures_end_as_clear_conditions_and_recover() {
     // Fixing the apparatus is enough: the retry picks it up.
     rec.reply("/p500/created", Reply::Json(json!({})));
     sc.wait_plug_ready(&ns, "p500").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_decouple_keeps_the_finalizer_until_forced() {
+    let mut sc = Scenario::new("couple-force").await;
+    let rec = Recorder::start().await;
+    let ns = coupled_pair(&mut sc, &rec, json!({})).await;
+    rec.reply("/plug/decoupled", Reply::Status(500));
+    sc.api::<Plug>(&ns)
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stuck = sc.wait_plug_reason(&ns, "app", "DecoupleFailed").await;
+    assert!(stuck.metadata.deletion_timestamp.is_some());
+    let message = &plug_condition(&stuck, "Ready").unwrap().message;
+    assert!(
+        message.contains("plugboard.dev/force-decouple=true"),
+        "{message}"
+    );
+    assert!(
+        message.contains("decoupled failed with 500 status"),
+        "{message}"
+    );
+    wait_warning(&sc, &ns, "DecoupleFailed").await;
+
+    sc.patch::<Plug>(
+        &ns,
+        "app",
+        json!({"metadata": {"annotations": {"plugboard.dev/force-decouple": "true"}}}),
+    )
+    .await;
+    sc.wait::<Plug, _>(&ns, "app", "the forced Plug to be gone", |p| p.is_none())
+        .await;
+    // The Socket side still ran, and the Socket no longer lists the Plug.
+    assert!(!calls_to(&rec, "/socket/decoupled").is_empty());
+    sc.wait::<Socket, _>(&ns, "db", "the Socket to be empty", |s| {
+        s.is_some_and(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.coupled_plug_count == 0)
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_stay_out_of_status_and_events() {
+    const SECRET: &str = "s3cr3t-Value-42";
+    let mut sc = Scenario::new("couple-secret").await;
+    sc.start();
+    let rec = Recorder::start().await;
+    let ns = sc.ns.name().to_owned();
+    grant_reads(&sc, &ns).await;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("db-creds".into()),
+            ..Default::default()
+        },
+        string_data: Some([("password".to_owned(), SECRET.to_owned())].into()),
+        ..Default::default()
+    };
+    sc.api::<Secret>(&ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    sc.socket(
+        &ns,
+        "db",
+        json!({
+            "apparatus": endpoint(&rec, "/socket"),
+            "interface": {"config": {"socket": {"password": {"required": true}, "user": {"required": true}}}},
+            "configSecretName": "db-creds",
+            "resultSecretName": "db-creds",
+        }),
+    )
+    .await;
+    sc.plug(&ns, "app", json!({"socket": {"name": "db"}})).await;
+    // A failure that involves the Secret's config names keys only.
+    let invalid = sc.wait_plug_reason(&ns, "app", "ConfigInvalid").await;
+    assert!(
+        plug_condition(&invalid, "Ready")
+            .unwrap()
+            .message
+            .contains("user")
+    );
+    sc.patch::<Socket>(&ns, "db", json!({"spec": {"config": {"user": "app"}}}))
+        .await;
+    let plug = sc.wait_plug_ready(&ns, "app").await;
+    // The hook did receive the value: it is the apparatus's to use.
+    assert_eq!(
+        calls_to(&rec, "/socket/coupled")[0]["socketConfig"]["password"],
+        SECRET
+    );
+
+    let socket = sc.api::<Socket>(&ns).get("db").await.unwrap();
+    let events = sc
+        .api::<Event>(&ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for text in [
+        serde_json::to_string(&plug).unwrap(),
+        serde_json::to_string(&socket).unwrap(),
+        serde_json::to_string(&events).unwrap(),
+    ] {
+        assert!(!text.contains(SECRET), "a Secret value leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_not_supported_yet_are_refused_not_ignored() {
+    let mut sc = Scenario::new("couple-unsupported").await;
+    sc.start();
+    let ns = sc.ns.name().to_owned();
+    sc.socket(&ns, "db", json!({})).await;
+    sc.socket(
+        &ns,
+        "templated",
+        json!({"resources": [{"when": ["coupled"], "stringTemplate": "kind: ConfigMap"}]}),
+    )
+    .await;
+    sc.plug(
+        &ns,
+        "app",
+        json!({"socket": {"name": "db"}, "configTemplate": {"url": "{{ socketConfig.host }}"}}),
+    )
+    .await;
+    let plug = sc.wait_plug_reason(&ns, "app", "Unsupported").await;
+    let message = &plug_condition(&plug, "Ready").unwrap().message;
+    assert!(message.contains("spec.configTemplate"), "{message}");
+    assert!(message.contains("does not support"), "{message}");
+    assert_eq!(plug_condition(&plug, "Stalled").unwrap().status, "True");
+    wait_warning(&sc, &ns, "Unsupported").await;
+    let socket = sc
+        .wait::<Socket, _>(
+            &ns,
+            "templated",
+            "the templated Socket to be refused",
+            |s| {
+                s.is_some_and(|s| {
+                    socket_condition(s, "Ready").is_some_and(|c| c.reason == "Unsupported")
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        socket_condition(&socket, "Ready")
+            .unwrap()
+            .message
+            .contains("spec.resources")
+    );
 }
