@@ -113,7 +113,7 @@ async fn grant_reads(sc: &Scenario, ns: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_first_then_plug_couples_with_hooks_in_order() {
     let mut sc = Scenario::new("couple-socket-first").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(
@@ -243,7 +243,7 @@ async fn waiting_plug_is_woken_by_its_socket_appearing() {
     // No timer may wake the Plug: only the watch on Sockets can.
     sc.options.retry = std::time::Duration::from_secs(3600);
     sc.options.result_poll = std::time::Duration::from_secs(3600);
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.plug(
@@ -285,7 +285,7 @@ async fn waiting_plug_is_woken_by_its_socket_appearing() {
 async fn hundred_plugs_on_one_socket_couple_exactly_once() {
     const N: usize = 100;
     let mut sc = Scenario::new("couple-hundred").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(&ns, "db", json!({"apparatus": endpoint(&rec, "/socket")}))
@@ -370,7 +370,7 @@ async fn hundred_plugs_on_one_socket_couple_exactly_once() {
 
 /// Couples Plug `app` to Socket `db` (both with recorded apparatuses) and clears the record.
 async fn coupled_pair(sc: &mut Scenario, rec: &Recorder, plug_config: Value) -> String {
-    sc.start();
+    sc.start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(
         &ns,
@@ -457,7 +457,7 @@ async fn operator_restart_fires_nothing_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_change_fires_updated_once_per_coupled_plug() {
     let mut sc = Scenario::new("couple-socket-change").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(
@@ -539,7 +539,7 @@ async fn plug_deletion_decouples_then_deletes_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_deletion_decouples_every_plug_and_leaves_them_waiting() {
     let mut sc = Scenario::new("couple-delete-socket").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(&ns, "db", json!({"apparatus": endpoint(&rec, "/socket")}))
@@ -588,7 +588,7 @@ async fn socket_deletion_decouples_every_plug_and_leaves_them_waiting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_socket_decouples_then_couples() {
     let mut sc = Scenario::new("couple-switch").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(&ns, "a", json!({"apparatus": endpoint(&rec, "/a")}))
@@ -641,7 +641,7 @@ async fn switching_socket_decouples_then_couples() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_namespace_plug_is_refused_admitted_by_selector_and_decoupled_when_label_goes() {
     let mut sc = Scenario::new("couple-xns").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     let other = sc.env.namespace("couple-xns-plugs").await.unwrap();
@@ -705,7 +705,7 @@ async fn cross_namespace_plug_is_refused_admitted_by_selector_and_decoupled_when
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interface_requires_defaults_and_drops_unknown_keys() {
     let mut sc = Scenario::new("couple-interface").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(
@@ -751,7 +751,7 @@ async fn interface_requires_defaults_and_drops_unknown_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_are_read_as_the_service_account_and_results_may_arrive_later() {
     let mut sc = Scenario::new("couple-delayed").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     let cm = ConfigMap {
@@ -841,7 +841,7 @@ fn set(keys: &[&str]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_apparatus_receives_the_reference_wire_protocol() {
     let mut sc = Scenario::new("couple-wire").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     rec.reply(
         "/socket/config",
@@ -912,7 +912,7 @@ async fn external_apparatus_receives_the_reference_wire_protocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apparatus_failures_end_as_clear_conditions_and_recover() {
     let mut sc = Scenario::new("couple-failures").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     rec.reply("/p500/created", Reply::Status(500));
     rec.reply("/hang/created", Reply::Hang);
@@ -1032,7 +1032,7 @@ async fn failing_decouple_keeps_the_finalizer_until_forced() {
 async fn secret_values_stay_out_of_status_and_events() {
     const SECRET: &str = "s3cr3t-Value-42";
     let mut sc = Scenario::new("couple-secret").await;
-    sc.start();
+    sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     grant_reads(&sc, &ns).await;
@@ -1095,7 +1095,7 @@ async fn secret_values_stay_out_of_status_and_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_not_supported_yet_are_refused_not_ignored() {
     let mut sc = Scenario::new("couple-unsupported").await;
-    sc.start();
+    sc.start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(&ns, "db", json!({})).await;
     sc.socket(

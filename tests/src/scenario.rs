@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use plugboard::controller::{Operator, Options};
 use plugboard::crd::{Plug, Socket};
@@ -15,6 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{TestEnv, TestNamespace, env, error_chain, wait_for};
+
+/// The operator's RBAC rules as the Helm chart ships them.
+const CHART_RULES: &str = include_str!("../../charts/plugboard/files/clusterrole-rules.yaml");
 
 /// Label that assigns objects to one test's operator.
 pub const TEST_LABEL: &str = "plugboard.dev/test-run";
@@ -85,14 +89,73 @@ impl Scenario {
         }
     }
 
-    /// Starts the operator with the current options.
-    pub fn start(&mut self) {
-        let client = self.client();
-        self.operator = Some(Operator::spawn(
-            client,
-            self.env.config().clone(),
-            self.options.clone(),
-        ));
+    /// Starts the operator with the current options, as a ServiceAccount that has exactly the
+    /// permissions the Helm chart grants the operator.
+    pub async fn start(&mut self) {
+        let config = self.operator_config().await;
+        let client = Client::try_from(config.clone())
+            .unwrap_or_else(|e| panic!("failed to create the operator's client: {e}"));
+        self.operator = Some(Operator::spawn(client, config, self.options.clone()));
+    }
+
+    async fn operator_config(&self) -> kube::Config {
+        let rules: Vec<PolicyRule> = serde_saphyr::from_str(CHART_RULES)
+            .unwrap_or_else(|e| panic!("the chart's ClusterRole rules do not parse: {e}"));
+        let name = format!("plugboard-operator-{}", self.run);
+        let role = ClusterRole {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(TEST_LABEL.to_owned(), self.run.clone())].into()),
+                ..Default::default()
+            },
+            rules: Some(rules),
+            ..Default::default()
+        };
+        let pp = PatchParams::apply("plugboard-tests").force();
+        Api::<ClusterRole>::all(self.client())
+            .patch(&name, &pp, &Patch::Apply(&role))
+            .await
+            .unwrap_or_else(|e| panic!("failed to create the operator's ClusterRole: {e}"));
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: "plugboard-operator".into(),
+                namespace: Some(self.ns.name().to_owned()),
+                ..Default::default()
+            }]),
+        };
+        Api::<ClusterRoleBinding>::all(self.client())
+            .patch(&name, &pp, &Patch::Apply(&binding))
+            .await
+            .unwrap_or_else(|e| panic!("failed to bind the operator's ClusterRole: {e}"));
+        let config = self
+            .env
+            .service_account_config(self.ns.name(), "plugboard-operator")
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        // The authorizer learns of new bindings from a watch: wait until the grant is in force.
+        let client = Client::try_from(config.clone())
+            .unwrap_or_else(|e| panic!("failed to create the operator's client: {e}"));
+        let plugs: Api<Plug> = Api::all(client);
+        wait_for("the operator's RBAC to take effect", DEADLINE, || async {
+            plugs
+                .list(&Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        config
     }
 
     /// Stops the operator and starts a new one (a restart: fresh watches, caches and state).
@@ -100,7 +163,7 @@ impl Scenario {
         if let Some(op) = self.operator.take() {
             op.stop().await;
         }
-        self.start();
+        self.start().await;
     }
 
     /// The running operator's counters.

@@ -162,6 +162,16 @@ impl TestEnv {
         namespace: &str,
         name: &str,
     ) -> Result<Client, Error> {
+        let config = self.service_account_config(namespace, name).await?;
+        Client::try_from(config).map_err(Error::kube("create a ServiceAccount client"))
+    }
+
+    /// The client configuration of [`TestEnv::service_account_client`].
+    pub async fn service_account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Config, Error> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
         let sa = ServiceAccount {
             metadata: ObjectMeta {
@@ -202,7 +212,7 @@ impl TestEnv {
             token: Some(token.into()),
             ..Default::default()
         };
-        Client::try_from(config).map_err(Error::kube("create a ServiceAccount client"))
+        Ok(config)
     }
 }
 
