@@ -24,7 +24,7 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Start a local Kubernetes control plane (built from Go modules on first use), install the
-    /// CRDs, create a sample Socket and Plug, and show them.
+    /// CRDs, run the operator against it, couple a sample Socket and Plug, and show them.
     #[cfg(feature = "dev")]
     Dev(dev::Args),
 }
@@ -193,8 +193,29 @@ mod dev {
             .await
             .context("failed to create the sample Plug")?;
 
+        let config = cp.config().await?;
+        let operator = plugboard::controller::Operator::spawn(
+            client.clone(),
+            config,
+            plugboard::controller::Options::default(),
+        );
+        eprintln!("operator running; waiting for the sample Plug to couple…");
+        let ready =
+            kube::runtime::wait::await_condition(plugs.clone(), "app", |p: Option<&Plug>| {
+                p.and_then(|p| p.status.as_ref())
+                    .and_then(|s| conditions::find(&s.conditions, conditions::types::READY))
+                    .is_some_and(|c| c.status == "True")
+            });
+        match tokio::time::timeout(std::time::Duration::from_secs(60), ready).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("could not watch the sample Plug: {e}"),
+            Err(_) => {
+                eprintln!("the sample Plug did not couple within 60 s; its conditions say why:")
+            }
+        }
         show(&client).await?;
         if args.exit {
+            operator.stop().await;
             return Ok(());
         }
         println!();
@@ -207,6 +228,7 @@ mod dev {
         tokio::signal::ctrl_c()
             .await
             .context("failed to wait for Ctrl-C")?;
+        operator.stop().await;
         Ok(())
     }
 

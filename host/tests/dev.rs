@@ -19,6 +19,8 @@ fn dev_starts_a_control_plane_and_stores_the_samples() {
     // The sample Socket and Plug were read back from the API server.
     assert!(stdout.contains("postgres"), "{stdout}");
     assert!(stdout.contains("app "), "{stdout}");
+    // The operator ran and coupled them.
+    assert!(stdout.contains("CouplingSucceeded"), "{stdout}");
     // The stored Socket shows the default the API server filled in.
     assert!(stdout.contains("serviceAccountName: default"), "{stdout}");
     assert!(
