@@ -11,3 +11,4 @@ pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod metrics;
+pub mod wasm;

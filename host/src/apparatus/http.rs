@@ -653,7 +653,7 @@ fn backoff(options: &HttpOptions, retry: u32) -> Duration {
 }
 
 /// rustls with the ring provider and the platform's roots (falling back to no roots).
-fn tls_config() -> rustls::ClientConfig {
+pub(crate) fn tls_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = match rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -1,0 +1,606 @@
+//! The WebAssembly apparatus runtime: runs a component's hooks in-process, sandboxed.
+//!
+//! One [`wasmtime::Engine`] per process (pooling allocator, epoch interruption); each component
+//! is compiled once (and its compiled form cached on disk by digest and engine, so restarts do
+//! not recompile); every hook call gets a fresh instance in a fresh store with a wall-clock
+//! deadline, a memory cap and a WASI context that grants nothing — no preopened directories, no
+//! environment, no sockets. Guest stdout/stderr and `host.log` go to tracing, bounded. Outbound
+//! HTTP goes only through `host.send`, and only to the spec's `allowedHosts`. Calls run on
+//! blocking threads behind a semaphore, so a slow component cannot stall the async reactor or
+//! other reconciles. Every failure — trap, deadline, memory cap, output flood, guest error,
+//! incompatible component — is a typed [`WasmError`], never a crash of the operator.
+
+mod cache;
+mod limits;
+mod state;
+
+pub use limits::{CallLimits, LimitsError};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::apparatus::{ConfigRequest, HookRequest, Side};
+use crate::crd::LifecyclePoint;
+use crate::engine::Values;
+use state::CallState;
+
+/// Bindings generated from `wit/0.1.0` — the only place they are generated.
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "apparatus",
+        path: "../wit/0.1.0",
+    });
+}
+
+use bindings::plugboard::apparatus::types as wit;
+
+/// The WIT package versions this host runs.
+pub const SUPPORTED_WORLDS: &[&str] = &["plugboard:apparatus/hooks@0.1.0"];
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Operator-wide settings and bounds of the runtime.
+#[derive(Debug, Clone)]
+pub struct WasmOptions {
+    /// Deadline of a hook call when the spec sets none.
+    pub default_timeout: Duration,
+    /// The longest deadline a spec may ask for.
+    pub max_timeout: Duration,
+    /// Memory cap of a call when the spec sets none, in bytes.
+    pub default_memory: u64,
+    /// The largest memory cap a spec may ask for, in bytes.
+    pub max_memory: u64,
+    /// Hook calls running at once (each on a blocking thread).
+    pub max_concurrent_calls: usize,
+    /// Bytes of guest stdout, stderr and `host.log` kept per call.
+    pub output_budget: usize,
+    /// Timeout of one `host.send` request.
+    pub http_timeout: Duration,
+    /// Largest `host.send` response body, in bytes.
+    pub http_max_body: usize,
+    /// Where compiled components are cached (nothing is cached when unset).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for WasmOptions {
+    fn default() -> Self {
+        Self {
+            default_timeout: Duration::from_secs(2),
+            max_timeout: Duration::from_secs(30),
+            default_memory: 64 << 20,
+            max_memory: 512 << 20,
+            max_concurrent_calls: 4,
+            output_budget: 64 << 10,
+            http_timeout: Duration::from_secs(10),
+            http_max_body: 1 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Why a component could not be loaded or a hook call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    /// The runtime could not be set up.
+    #[error("failed to set up the WebAssembly runtime: {0}")]
+    Setup(String),
+    /// The bytes are not a valid component for this host.
+    #[error("the component cannot be compiled: {0}")]
+    Compile(String),
+    /// The component implements another version of the contract.
+    #[error("the component does not implement {}; it exports {found}. Rebuild it against plugboard-sdk for one of the supported versions", SUPPORTED_WORLDS.join(", "))]
+    IncompatibleVersion {
+        /// What the component exports.
+        found: String,
+    },
+    /// The call ran past its deadline and was stopped.
+    #[error("the {hook} hook ran past its {} ms deadline and was stopped", after.as_millis())]
+    Timeout {
+        /// The hook.
+        hook: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The component tried to use more memory than its cap.
+    #[error("the {hook} hook tried to use more than its memory cap of {} MiB and was stopped", limit >> 20)]
+    OutOfMemory {
+        /// The hook.
+        hook: &'static str,
+        /// The cap in bytes.
+        limit: u64,
+    },
+    /// The component wrote more output than the budget allows.
+    #[error("the {hook} hook wrote more than {budget} bytes of output and was stopped")]
+    OutputFlood {
+        /// The hook.
+        hook: &'static str,
+        /// The budget in bytes.
+        budget: usize,
+    },
+    /// The component trapped (a panic, `unreachable`, a bad memory access).
+    #[error("the {hook} hook trapped: {message}")]
+    Trap {
+        /// The hook.
+        hook: &'static str,
+        /// What happened, with the guest's last log line when it explains the panic.
+        message: String,
+    },
+    /// The hook returned an error.
+    #[error("the {hook} hook failed ({kind}): {message}")]
+    Guest {
+        /// The hook.
+        hook: &'static str,
+        /// `invalid input`, `retry later` or `failed`.
+        kind: &'static str,
+        /// The component's message.
+        message: String,
+    },
+    /// A limit in the spec cannot be used.
+    #[error("invalid spec.apparatus.wasm.limits")]
+    Limits(#[source] LimitsError),
+    /// The compiled-component cache failed.
+    #[error("failed to use the compiled component cache at {}", path.display())]
+    Cache {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WasmError {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WasmError::Setup(_) | WasmError::Cache { .. } => "WasmRuntimeError",
+            WasmError::Compile(_) => "InvalidComponent",
+            WasmError::IncompatibleVersion { .. } => "IncompatibleComponent",
+            WasmError::Timeout { .. } => "HookTimeout",
+            WasmError::OutOfMemory { .. } => "HookOutOfMemory",
+            WasmError::OutputFlood { .. } => "HookOutputFlood",
+            WasmError::Trap { .. } => "HookTrapped",
+            WasmError::Guest { .. } => "HookFailed",
+            WasmError::Limits(_) => "InvalidLimits",
+        }
+    }
+}
+
+/// Who a call is for and what it may reach.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// `Plug ns/name` or `Socket ns/name`, for logs.
+    pub owner: String,
+    /// Hosts (`host` or `host:port`) `host.send` may reach.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A compiled component, ready to instantiate.
+pub struct Loaded {
+    pre: bindings::ApparatusPre<CallState>,
+    /// The digest it was loaded under.
+    pub digest: String,
+    /// Whether the compiled form came from the on-disk cache (no compilation).
+    pub from_cache: bool,
+    /// How long loading took.
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("digest", &self.digest)
+            .field("from_cache", &self.from_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The runtime: one per operator process.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    permits: Arc<Semaphore>,
+    http: reqwest::Client,
+    options: WasmOptions,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> WasmError {
+    WasmError::Setup(e.to_string())
+}
+
+impl WasmRuntime {
+    /// Builds the engine, the linker and the epoch ticker.
+    pub fn new(options: WasmOptions) -> Result<Self, WasmError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let calls = u32::try_from(options.max_concurrent_calls.max(1)).unwrap_or(64);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component built with wit-component has a handful of core instances,
+        // memories and tables (main module, adapter, shims); leave room for several.
+        pool.total_component_instances(calls * 2 + 4)
+            .total_core_instances((calls * 2 + 4) * 16)
+            .total_memories((calls * 2 + 4) * 4)
+            .total_tables((calls * 2 + 4) * 8)
+            .max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(setup)?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        bindings::Apparatus::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(setup)?;
+
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::apparatus::http::tls_config())
+            .timeout(options.http_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(setup)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("plugboard-wasm-epoch".into())
+            .spawn(move || {
+                // The epoch clock: deadlines are counted in ticks of this loop.
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(setup)?;
+
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            loaded: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
+            http,
+            options,
+            _ticker: Ticker { stop },
+        })
+    }
+
+    /// The runtime's options.
+    pub fn options(&self) -> &WasmOptions {
+        &self.options
+    }
+
+    /// Loads the component at `path` (whose content has `digest`), compiling it unless a
+    /// compiled form for this engine is cached; then it stays loaded for later calls.
+    pub fn load(&self, digest: &str, path: &Path) -> Result<Arc<Loaded>, WasmError> {
+        if let Some(loaded) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(digest)
+        {
+            return Ok(loaded.clone());
+        }
+        let started = Instant::now();
+        let (component, from_cache) = match &self.options.cache_dir {
+            Some(dir) => cache::load_or_compile(&self.engine, dir, digest, path)?,
+            None => {
+                let bytes = std::fs::read(path).map_err(|source| WasmError::Cache {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (
+                    Component::new(&self.engine, &bytes)
+                        .map_err(|e| WasmError::Compile(format!("{e:#}")))?,
+                    false,
+                )
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| self.incompatible(&component, e))?;
+        let pre = bindings::ApparatusPre::new(pre).map_err(|e| self.incompatible(&component, e))?;
+        let loaded = Arc::new(Loaded {
+            pre,
+            digest: digest.to_owned(),
+            from_cache,
+            load_time: started.elapsed(),
+        });
+        tracing::info!(
+            digest,
+            from_cache,
+            ms = loaded.load_time.as_millis() as u64,
+            "loaded WebAssembly component"
+        );
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn incompatible(&self, component: &Component, error: wasmtime::Error) -> WasmError {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if exports
+            .iter()
+            .any(|e| SUPPORTED_WORLDS.contains(&e.as_str()))
+        {
+            // It exports the right interface, so something else is wrong (an import we do
+            // not provide, say): report that.
+            return WasmError::Compile(format!("{error:#}"));
+        }
+        WasmError::IncompatibleVersion {
+            found: if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            },
+        }
+    }
+
+    /// Runs the `config` hook.
+    pub async fn config(
+        &self,
+        loaded: Arc<Loaded>,
+        request: &ConfigRequest<'_>,
+        limits: CallLimits,
+        context: CallContext,
+    ) -> Result<Values, WasmError> {
+        let input = wit::ConfigInput {
+            side: side(request.side),
+            plug: request.plug.to_string(),
+            socket: request.socket.to_string(),
+            plug_data: pairs(request.plug_data),
+            socket_data: pairs(request.socket_data),
+            vars: request.vars.map(pairs),
+        };
+        let out = self
+            .call(
+                loaded,
+                "config",
+                limits,
+                context,
+                move |store, apparatus| {
+                    apparatus
+                        .plugboard_apparatus_hooks()
+                        .call_config(store, &input)
+                },
+            )
+            .await?;
+        Ok(out.into_iter().collect())
+    }
+
+    /// Runs a lifecycle hook.
+    pub async fn hook(
+        &self,
+        loaded: Arc<Loaded>,
+        request: &HookRequest<'_>,
+        limits: CallLimits,
+        context: CallContext,
+    ) -> Result<(), WasmError> {
+        let empty = Values::new();
+        let input = wit::Coupling {
+            side: side(request.side),
+            plug: request.plug.map(ToString::to_string),
+            socket: request.socket.map(ToString::to_string),
+            plug_config: pairs(request.plug_config.unwrap_or(&empty)),
+            socket_config: pairs(request.socket_config.unwrap_or(&empty)),
+        };
+        let point = request.point;
+        self.call(
+            loaded,
+            point.as_str(),
+            limits,
+            context,
+            move |store, apparatus| {
+                let hooks = apparatus.plugboard_apparatus_hooks();
+                match point {
+                    LifecyclePoint::Created => hooks.call_created(store, &input),
+                    LifecyclePoint::Coupled => hooks.call_coupled(store, &input),
+                    LifecyclePoint::Updated => hooks.call_updated(store, &input),
+                    LifecyclePoint::Decoupled => hooks.call_decoupled(store, &input),
+                    LifecyclePoint::Deleted => hooks.call_deleted(store, &input),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn call<R, F>(
+        &self,
+        loaded: Arc<Loaded>,
+        hook: &'static str,
+        limits: CallLimits,
+        context: CallContext,
+        f: F,
+    ) -> Result<R, WasmError>
+    where
+        R: Send + 'static,
+        F: FnOnce(
+                &mut Store<CallState>,
+                &bindings::Apparatus,
+            ) -> wasmtime::Result<Result<R, wit::HookError>>
+            + Send
+            + 'static,
+    {
+        let permit = self.permits.clone().acquire_owned().await.map_err(setup)?;
+        let engine = self.engine.clone();
+        let http = self.http.clone();
+        let options = self.options.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            run(
+                &engine, &loaded, hook, limits, context, &options, http, handle, f,
+            )
+        })
+        .await
+        .map_err(|e| WasmError::Trap {
+            hook,
+            message: format!("the call's thread failed: {e}"),
+        })?
+    }
+}
+
+fn side(side: Side) -> wit::Side {
+    match side {
+        Side::Plug => wit::Side::Plug,
+        Side::Socket => wit::Side::Socket,
+    }
+}
+
+fn pairs(values: &Values) -> Vec<(String, String)> {
+    values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call's whole context, passed once"
+)]
+fn run<R, F>(
+    engine: &Engine,
+    loaded: &Loaded,
+    hook: &'static str,
+    limits: CallLimits,
+    context: CallContext,
+    options: &WasmOptions,
+    http: reqwest::Client,
+    handle: tokio::runtime::Handle,
+    f: F,
+) -> Result<R, WasmError>
+where
+    F: FnOnce(
+        &mut Store<CallState>,
+        &bindings::Apparatus,
+    ) -> wasmtime::Result<Result<R, wit::HookError>>,
+{
+    let (state, output) = CallState::new(&context, &limits, options, http, handle);
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    store.epoch_deadline_trap();
+
+    let started = Instant::now();
+    let result = loaded
+        .pre
+        .instantiate(&mut store)
+        .and_then(|apparatus| f(&mut store, &apparatus));
+    let elapsed = started.elapsed();
+    let denied_memory = store.data().limiter.denied;
+    let last_log = store.data().last_log.clone();
+    output.flush(&context.owner, hook);
+    tracing::debug!(
+        owner = %context.owner,
+        hook,
+        us = elapsed.as_micros() as u64,
+        "WebAssembly hook call"
+    );
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            let (kind, message) = match error {
+                wit::HookError::InvalidInput(m) => ("invalid input", m),
+                wit::HookError::RetryLater(m) => ("retry later", m),
+                wit::HookError::Failed(m) => ("failed", m),
+            };
+            Err(WasmError::Guest {
+                hook,
+                kind,
+                message: truncate(message, 1024),
+            })
+        }
+        Err(error) => Err(classify(
+            error,
+            hook,
+            &limits,
+            denied_memory,
+            output.overflowed(),
+            options.output_budget,
+            last_log,
+        )),
+    }
+}
+
+fn classify(
+    error: wasmtime::Error,
+    hook: &'static str,
+    limits: &CallLimits,
+    denied_memory: bool,
+    flooded: bool,
+    budget: usize,
+    last_log: Option<String>,
+) -> WasmError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return WasmError::Timeout {
+            hook,
+            after: limits.timeout,
+        };
+    }
+    if denied_memory {
+        return WasmError::OutOfMemory {
+            hook,
+            limit: limits.memory,
+        };
+    }
+    if flooded {
+        return WasmError::OutputFlood { hook, budget };
+    }
+    let mut message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    if let Some(line) = last_log {
+        message.push_str(&format!(" (last log line: {line})"));
+    }
+    WasmError::Trap {
+        hook,
+        message: truncate(message, 1024),
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
