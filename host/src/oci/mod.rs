@@ -1,0 +1,510 @@
+//! Fetching WebAssembly components from OCI registries: the edge between a WASM apparatus's
+//! `image` and a verified component file on local disk.
+//!
+//! [`ComponentStore::fetch`] resolves a reference (a tag to its manifest digest, which callers
+//! show in status), checks that the manifest describes a WebAssembly component artifact
+//! ([`media`]), downloads its one layer within a size limit, verifies its sha256 against the
+//! manifest and its preamble (a component, not a core module), and keeps it in a
+//! content-addressed, size-bounded on-disk cache (least recently used blobs go first; files
+//! are written atomically and checked against their digest on first use after a restart). A
+//! reference pinned by digest that is already cached needs no network at all.
+//!
+//! **Trade-off of the shared cache.** The cache is keyed by content, not by who asked: once
+//! any object's pull secret has fetched a component, a reference pinned to the same digest is
+//! served from the cache without asking the registry, whatever the asker's credentials — the
+//! behaviour of the kubelet's `IfNotPresent`. A digest is 256 bits that only someone who could
+//! read the manifest (or was told it) knows.
+//!
+//! Concurrent fetches of one reference with the same credentials share one download. Every
+//! fetch runs in an `oci.fetch` span carrying the image reference; credentials never appear in
+//! spans, logs or errors.
+//!
+//! [`push_component`] and [`push_artifact`] write artifacts, for tests and tooling.
+
+mod auth;
+mod cache;
+mod client;
+mod error;
+pub mod media;
+mod push;
+mod reference;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use futures::future::{BoxFuture, FutureExt as _, Shared};
+use oci_client::manifest::OciDescriptor;
+use sha2::{Digest as _, Sha256};
+use tracing::Instrument as _;
+
+pub use auth::{RegistryAuth, auth_from_docker_config};
+pub use error::{Missing, OciError};
+pub use push::{push_artifact, push_component};
+pub use reference::ImageRef;
+
+use cache::BlobCache;
+use media::ComponentLayer;
+
+/// Limits and settings of a [`ComponentStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The cache directory. One process per directory.
+    pub root: PathBuf,
+    /// The largest component layer accepted, in bytes. Default 64 MiB.
+    pub max_layer_bytes: u64,
+    /// The largest manifest accepted, in bytes. Default 4 MiB (the distribution server's own
+    /// limit). `oci-client` reads a manifest whole before this is checked; the read timeout
+    /// and [`StoreOptions::fetch_timeout`] bound what a hostile registry can send.
+    pub max_manifest_bytes: u64,
+    /// The bound of the cache's total size, in bytes; least recently used blobs are evicted
+    /// beyond it. Default 1 GiB. Keep it several times `max_layer_bytes`.
+    pub max_cache_bytes: u64,
+    /// Registries (`host:port`, exactly as in references) spoken to over plain HTTP. Every
+    /// other registry is HTTPS only.
+    pub plain_http_hosts: Vec<String>,
+    /// How long connecting to a registry may take. Default 10 s.
+    pub connect_timeout: Duration,
+    /// How long a registry may stay silent while answering. Default 30 s.
+    pub read_timeout: Duration,
+    /// How long one whole fetch may take. Default 5 min.
+    pub fetch_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Default limits with the cache at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            root: root.into(),
+            max_layer_bytes: 64 * 1024 * 1024,
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_cache_bytes: 1024 * 1024 * 1024,
+            plain_http_hosts: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A fetched component, verified and on local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The digest of the component layer (`sha256:…`): what the file holds.
+    pub digest: String,
+    /// The digest of the manifest (`sha256:…`): what a tag resolved to, to show in status and
+    /// to pin.
+    pub manifest_digest: String,
+    /// The component file. It stays until evicted; open it soon after the fetch.
+    pub path: PathBuf,
+    /// The component's size in bytes.
+    pub bytes: u64,
+    /// Whether the layer came from the cache rather than the registry. A tag is still
+    /// resolved over the network; a cached pinned digest is not.
+    pub from_cache: bool,
+}
+
+/// Counters of a [`ComponentStore`] since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Manifests requested from registries.
+    pub manifest_pulls: u64,
+    /// Component layers downloaded (started) from registries.
+    pub layer_downloads: u64,
+    /// Fetches whose layer came from the cache.
+    pub cache_hits: u64,
+    /// Blobs evicted to keep the cache within its bound.
+    pub evictions: u64,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<Fetched, OciError>>>;
+
+/// Fetches components from OCI registries into a content-addressed on-disk cache. Cloning
+/// gives another handle to the same store.
+#[derive(Clone)]
+pub struct ComponentStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ComponentStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentStore")
+            .field("options", &self.inner.options)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    options: StoreOptions,
+    cache: BlobCache,
+    /// One client per registry and credentials: `oci-client` remembers the first credentials
+    /// it sees per registry, so clients are never shared between credentials.
+    clients: Mutex<HashMap<(String, RegistryAuth), oci_client::Client>>,
+    inflight: Mutex<HashMap<FetchKey, (u64, SharedFetch)>>,
+    next_fetch: AtomicU64,
+    manifest_pulls: AtomicU64,
+    layer_downloads: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+/// Fetches with equal keys share one download: same repository, same tag or digest (the
+/// digest when both are given), same credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FetchKey {
+    registry: String,
+    repository: String,
+    version: String,
+    auth: RegistryAuth,
+}
+
+/// Client cache entries beyond which the cache starts over (credentials rotate).
+const MAX_CLIENTS: usize = 64;
+
+impl ComponentStore {
+    /// Opens the store, creating its cache directory and trimming the cache to its bound.
+    pub fn open(options: StoreOptions) -> Result<Self, OciError> {
+        let cache = BlobCache::open(&options.root, options.max_cache_bytes)?;
+        Ok(ComponentStore {
+            inner: Arc::new(Inner {
+                options,
+                cache,
+                clients: Mutex::new(HashMap::new()),
+                inflight: Mutex::new(HashMap::new()),
+                next_fetch: AtomicU64::new(0),
+                manifest_pulls: AtomicU64::new(0),
+                layer_downloads: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The store's options.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.options.root
+    }
+
+    /// The total size of the cached blobs, in bytes.
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.cache.total_bytes()
+    }
+
+    /// Counters since the store opened.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            manifest_pulls: self.inner.manifest_pulls.load(Ordering::Relaxed),
+            layer_downloads: self.inner.layer_downloads.load(Ordering::Relaxed),
+            cache_hits: self.inner.cache_hits.load(Ordering::Relaxed),
+            evictions: self.inner.cache.evictions(),
+        }
+    }
+
+    /// Fetches the component `image` names (see [`ImageRef`]) with `auth`, from the cache when
+    /// the reference is pinned by a cached digest, from the registry otherwise.
+    ///
+    /// The download runs in its own task: dropping this future does not abort a download other
+    /// callers wait for, and a completed download is cached even if nobody waits any more.
+    pub async fn fetch(&self, image: &str, auth: &RegistryAuth) -> Result<Fetched, OciError> {
+        let reference = ImageRef::parse(image)?;
+        let key = FetchKey {
+            registry: reference.registry().to_owned(),
+            repository: reference.repository().to_owned(),
+            version: reference
+                .digest()
+                .or(reference.tag())
+                .unwrap_or_default()
+                .to_owned(),
+            auth: auth.clone(),
+        };
+        let shared = {
+            let mut inflight = lock(&self.inner.inflight);
+            match inflight.get(&key) {
+                Some((_, shared)) => {
+                    tracing::debug!(image = %reference, "joining a fetch in progress");
+                    shared.clone()
+                }
+                None => {
+                    let id = self.inner.next_fetch.fetch_add(1, Ordering::Relaxed);
+                    let shared = self.start(id, key.clone(), reference, auth.clone());
+                    inflight.insert(key, (id, shared.clone()));
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+
+    /// Spawns the fetch task. Called with `inflight` locked, so the task's own removal of its
+    /// entry (which takes the lock) happens after the insertion.
+    fn start(
+        &self,
+        id: u64,
+        key: FetchKey,
+        reference: ImageRef,
+        auth: RegistryAuth,
+    ) -> SharedFetch {
+        let inner = Arc::clone(&self.inner);
+        let span = tracing::info_span!("oci.fetch", image = %reference);
+        let registry = reference.registry().to_owned();
+        let task = tokio::spawn(
+            async move {
+                let timeout = inner.options.fetch_timeout;
+                let result =
+                    match tokio::time::timeout(timeout, inner.fetch(&reference, &auth)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(OciError::Transport {
+                            registry: reference.registry().to_owned(),
+                            action: "pull from",
+                            source: Arc::new(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("the fetch took longer than {timeout:?}"),
+                            )),
+                        }),
+                    };
+                match &result {
+                    Ok(fetched) => tracing::debug!(
+                        digest = %fetched.digest,
+                        manifest_digest = %fetched.manifest_digest,
+                        from_cache = fetched.from_cache,
+                        "fetched component"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, reason = e.reason(), "fetch failed"),
+                }
+                let mut inflight = lock(&inner.inflight);
+                if inflight.get(&key).is_some_and(|(entry, _)| *entry == id) {
+                    inflight.remove(&key);
+                }
+                result
+            }
+            .instrument(span),
+        );
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(OciError::Transport {
+                    registry,
+                    action: "pull from",
+                    source: Arc::new(e),
+                })
+            })
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+impl Inner {
+    async fn fetch(&self, image: &ImageRef, auth: &RegistryAuth) -> Result<Fetched, OciError> {
+        if let Some(pinned) = image.digest()
+            && let Some(fetched) = self.cached(image, pinned).await?
+        {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(fetched);
+        }
+        let client = self.client(image, auth)?;
+        let manifest_missing = match (image.digest(), image.tag()) {
+            (Some(digest), _) => Missing::Manifest(digest.to_owned()),
+            (None, tag) => Missing::Tag(tag.unwrap_or_default().to_owned()),
+        };
+        self.manifest_pulls.fetch_add(1, Ordering::Relaxed);
+        // oci-client has checked the body against a pinned digest and against the registry's
+        // Docker-Content-Digest header; the digest recorded is the body's own sha256.
+        let (manifest, _) = client
+            .pull_manifest_raw(
+                image.oci(),
+                &auth.to_oci(),
+                &media::ACCEPTED_MANIFEST_MEDIA_TYPES,
+            )
+            .await
+            .map_err(|e| client::translate(e, image, auth, manifest_missing, "pull from"))?;
+        let limit = self.options.max_manifest_bytes;
+        if manifest.len() as u64 > limit {
+            return Err(OciError::TooLarge {
+                image: image.to_string(),
+                what: "manifest",
+                size: manifest.len() as u64,
+                limit,
+            });
+        }
+        let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+        if let Some(pinned) = image.digest()
+            && pinned != manifest_digest
+        {
+            return Err(OciError::DigestMismatch {
+                image: image.to_string(),
+                what: "manifest",
+                expected: pinned.to_owned(),
+                actual: manifest_digest,
+            });
+        }
+        let layer = media::component_layer(&image.to_string(), &manifest)?;
+        self.check_layer_size(image, &layer)?;
+        let (path, from_cache) = match self.cache.get(&layer.digest).await? {
+            Some(path) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                (path, true)
+            }
+            None => (self.download(&client, image, auth, &layer).await?, false),
+        };
+        // The manifest goes in only with its layer, so that a pinned reference found in the
+        // cache always has everything it needs.
+        self.cache.put(&manifest).await?;
+        self.cache.evict(&[&manifest_digest, &layer.digest]).await;
+        Ok(Fetched {
+            digest: layer.digest,
+            manifest_digest,
+            path,
+            bytes: layer.size,
+            from_cache,
+        })
+    }
+
+    /// The fetch of a pinned reference from the cache alone, if everything is there.
+    async fn cached(&self, image: &ImageRef, pinned: &str) -> Result<Option<Fetched>, OciError> {
+        let Some(manifest) = self.cache.read(pinned).await? else {
+            return Ok(None);
+        };
+        // A cached manifest was accepted when it was stored; limits may have changed since.
+        let layer = media::component_layer(&image.to_string(), &manifest)?;
+        self.check_layer_size(image, &layer)?;
+        let Some(path) = self.cache.get(&layer.digest).await? else {
+            return Ok(None);
+        };
+        tracing::debug!(digest = %layer.digest, "pinned component found in the cache");
+        Ok(Some(Fetched {
+            digest: layer.digest,
+            manifest_digest: pinned.to_owned(),
+            path,
+            bytes: layer.size,
+            from_cache: true,
+        }))
+    }
+
+    fn check_layer_size(&self, image: &ImageRef, layer: &ComponentLayer) -> Result<(), OciError> {
+        let limit = self.options.max_layer_bytes;
+        if layer.size > limit {
+            return Err(OciError::TooLarge {
+                image: image.to_string(),
+                what: "layer",
+                size: layer.size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Downloads, checks and caches the layer; nothing is cached unless every check passes.
+    async fn download(
+        &self,
+        client: &oci_client::Client,
+        image: &ImageRef,
+        auth: &RegistryAuth,
+        layer: &ComponentLayer,
+    ) -> Result<PathBuf, OciError> {
+        self.layer_downloads.fetch_add(1, Ordering::Relaxed);
+        let limit = self.options.max_layer_bytes;
+        let too_large = |size| OciError::TooLarge {
+            image: image.to_string(),
+            what: "layer",
+            size,
+            limit,
+        };
+        let transport = |e: std::io::Error| OciError::Transport {
+            registry: image.registry().to_owned(),
+            action: "download a layer from",
+            source: Arc::new(e),
+        };
+        let descriptor = OciDescriptor {
+            media_type: media::WASM_LAYER_MEDIA_TYPE.to_owned(),
+            digest: layer.digest.clone(),
+            size: i64::try_from(layer.size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        };
+        let mut stream = client
+            .pull_blob_stream(image.oci(), &descriptor)
+            .await
+            .map_err(|e| {
+                let missing = Missing::Layer(layer.digest.clone());
+                client::translate(e, image, auth, missing, "download a layer from")
+            })?;
+        if let Some(length) = stream.content_length
+            && length > limit
+        {
+            return Err(too_large(length));
+        }
+        let mut writer = self.cache.writer().await?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    return Err(match client::stream_digest_mismatch(&e) {
+                        Some((expected, actual)) => OciError::DigestMismatch {
+                            image: image.to_string(),
+                            what: "layer",
+                            expected,
+                            actual,
+                        },
+                        None => transport(e),
+                    });
+                }
+            };
+            let size = writer.len() + chunk.len() as u64;
+            if size > limit {
+                return Err(too_large(size));
+            }
+            writer.write(&chunk).await?;
+        }
+        let actual = writer.finish().await?;
+        if actual != layer.digest {
+            return Err(OciError::DigestMismatch {
+                image: image.to_string(),
+                what: "layer",
+                expected: layer.digest.clone(),
+                actual,
+            });
+        }
+        if let Err(found) = media::check_component_header(writer.header()) {
+            return Err(OciError::NotAComponent {
+                image: image.to_string(),
+                found,
+            });
+        }
+        self.cache.commit(writer).await
+    }
+
+    fn client(
+        &self,
+        image: &ImageRef,
+        auth: &RegistryAuth,
+    ) -> Result<oci_client::Client, OciError> {
+        let key = (image.api_registry().to_owned(), auth.clone());
+        let mut clients = lock(&self.clients);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        let client = client::build(
+            image.registry(),
+            &self.options.plain_http_hosts,
+            self.options.connect_timeout,
+            self.options.read_timeout,
+        )?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps hold no invariant a panicking holder could break halfway.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
