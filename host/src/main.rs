@@ -70,6 +70,29 @@ struct RunArgs {
     /// Overall timeout of one HTTP apparatus call, in seconds.
     #[arg(long, default_value_t = 30)]
     http_timeout: u64,
+    /// Folder for downloaded WebAssembly components and their compiled forms.
+    #[arg(long, env = "PLUGBOARD_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// A registry (`host:port`) that may be spoken to over plain HTTP; repeatable. Every other
+    /// registry is spoken to over HTTPS only.
+    #[arg(
+        long = "plain-http-registry",
+        env = "PLUGBOARD_PLAIN_HTTP_REGISTRIES",
+        value_delimiter = ','
+    )]
+    plain_http_registries: Vec<String>,
+    /// Deadline of a WebAssembly hook call when its spec sets none, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    wasm_timeout_ms: u64,
+    /// The longest deadline a spec may set, in milliseconds.
+    #[arg(long, default_value_t = 30000)]
+    wasm_max_timeout_ms: u64,
+    /// Memory cap of a WebAssembly hook call when its spec sets none, in MiB.
+    #[arg(long, default_value_t = 64)]
+    wasm_memory_mib: u64,
+    /// The largest memory cap a spec may set, in MiB.
+    #[arg(long, default_value_t = 512)]
+    wasm_max_memory_mib: u64,
     /// Name reported in Events (defaults to the pod name).
     #[arg(long, env = "POD_NAME", default_value = "plugboard")]
     instance: String,
@@ -88,6 +111,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     options.http.request_timeout = std::time::Duration::from_secs(args.http_timeout.max(1));
+    if let Some(dir) = args.cache_dir {
+        options.cache_dir = dir;
+    }
+    options.plain_http_registries = args.plain_http_registries;
+    options.wasm.default_timeout = std::time::Duration::from_millis(args.wasm_timeout_ms.max(1));
+    options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
+    options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
+    options.wasm.max_memory = args.wasm_max_memory_mib.max(1) << 20;
     tracing::info!(?options, "starting plugboard");
     let metrics = std::sync::Arc::new(plugboard::metrics::Metrics::default());
     let shutdown = async {

@@ -80,6 +80,24 @@ pub enum Error {
         #[source]
         source: HttpApparatusError,
     },
+    /// A side's WebAssembly component could not be fetched.
+    #[error("failed to fetch the {} apparatus component", side.as_str())]
+    Oci {
+        /// Whose apparatus.
+        side: Side,
+        /// Why.
+        #[source]
+        source: crate::oci::OciError,
+    },
+    /// A side's WebAssembly component could not be loaded or its hook failed.
+    #[error("the {} apparatus component failed", side.as_str())]
+    Wasm {
+        /// Whose apparatus.
+        side: Side,
+        /// Why.
+        #[source]
+        source: crate::wasm::WasmError,
+    },
     /// The Socket's coupling policy cannot be evaluated.
     #[error("the Socket's coupling policy is invalid")]
     Policy(#[source] PolicyError),
@@ -133,6 +151,8 @@ impl Error {
             Error::Unsupported(_) => reasons::UNSUPPORTED,
             Error::ResultKey { .. } => reasons::RESULT_INVALID,
             Error::Decouple { .. } => reasons::DECOUPLE_FAILED,
+            Error::Oci { source, .. } => source.reason(),
+            Error::Wasm { source, .. } => source.reason(),
         }
     }
 
@@ -144,6 +164,14 @@ impl Error {
                 | Error::Policy(_)
                 | Error::Endpoint { .. }
                 | Error::ResultKey { .. }
+                | Error::Oci {
+                    source: crate::oci::OciError::InvalidReference { .. },
+                    ..
+                }
+                | Error::Wasm {
+                    source: crate::wasm::WasmError::Limits(_),
+                    ..
+                }
         )
     }
 

@@ -5,7 +5,7 @@
 use kube::Resource;
 use serde_json::Value;
 
-use super::sources::Owner;
+use super::sources::{Apparatus, Owner};
 use super::{Context, Error, write};
 use crate::apparatus::{HookRequest, Side};
 use crate::crd::LifecyclePoint;
@@ -43,23 +43,36 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
     point: LifecyclePoint,
     inputs: HookInputs<'_>,
 ) -> Result<(), Error> {
-    if let Some(endpoint) = owner.endpoint()? {
-        let request = HookRequest {
-            side: owner.side,
-            point,
-            plug: inputs.plug,
-            socket: inputs.socket,
-            plug_config: inputs.plug_config,
-            socket_config: inputs.socket_config,
-        };
-        Metrics::inc(&ctx.metrics.apparatus_calls);
-        ctx.http
-            .hook(&endpoint, &request)
-            .await
-            .map_err(|source| Error::Apparatus {
-                side: owner.side,
-                source,
-            })?;
+    let request = HookRequest {
+        side: owner.side,
+        point,
+        plug: inputs.plug,
+        socket: inputs.socket,
+        plug_config: inputs.plug_config,
+        socket_config: inputs.socket_config,
+    };
+    match owner.apparatus(ctx).await? {
+        Some(Apparatus::Http(endpoint)) => {
+            Metrics::inc(&ctx.metrics.apparatus_calls);
+            ctx.http
+                .hook(&endpoint, &request)
+                .await
+                .map_err(|source| Error::Apparatus {
+                    side: owner.side,
+                    source,
+                })?;
+        }
+        Some(Apparatus::Wasm(wasm)) => {
+            Metrics::inc(&ctx.metrics.apparatus_calls);
+            ctx.wasm
+                .hook(wasm.loaded, &request, wasm.limits, wasm.context)
+                .await
+                .map_err(|source| Error::Wasm {
+                    side: owner.side,
+                    source,
+                })?;
+        }
+        None => {}
     }
     tracing::info!(
         side = owner.side.as_str(),

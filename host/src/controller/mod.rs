@@ -11,9 +11,11 @@ mod hooks;
 mod plug;
 mod socket;
 mod sources;
+mod wasm;
 mod write;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ use tokio::task::JoinHandle;
 use crate::apparatus::http::{HttpApparatus, HttpOptions};
 use crate::crd::{Plug, Socket};
 use crate::metrics::Metrics;
+use crate::oci::{ComponentStore, StoreOptions};
+use crate::wasm::{WasmOptions, WasmRuntime};
 
 pub use error::Error;
 
@@ -56,6 +60,12 @@ pub struct Options {
     /// Delay before retrying after a failure the user may fix outside the spec (a missing
     /// Secret, an apparatus down).
     pub retry: Duration,
+    /// Folder for downloaded components and their compiled forms.
+    pub cache_dir: PathBuf,
+    /// Registries (`host:port`) that may be spoken to over plain HTTP instead of HTTPS.
+    pub plain_http_registries: Vec<String>,
+    /// WebAssembly runtime settings and bounds.
+    pub wasm: WasmOptions,
 }
 
 impl Default for Options {
@@ -68,6 +78,9 @@ impl Default for Options {
             instance: "plugboard".to_owned(),
             result_poll: Duration::from_secs(5),
             retry: Duration::from_secs(15),
+            cache_dir: std::env::temp_dir().join("plugboard-cache"),
+            plain_http_registries: Vec::new(),
+            wasm: WasmOptions::default(),
         }
     }
 }
@@ -79,6 +92,8 @@ pub struct Context {
     impersonated: tokio::sync::Mutex<HashMap<(String, String), Client>>,
     pub(crate) recorder: Recorder,
     pub(crate) http: HttpApparatus,
+    pub(crate) wasm: Arc<WasmRuntime>,
+    pub(crate) oci: ComponentStore,
     pub(crate) plugs: Store<Plug>,
     pub(crate) options: Options,
     pub(crate) metrics: Arc<Metrics>,
@@ -295,12 +310,24 @@ pub async fn run(
     };
     let http =
         HttpApparatus::new(options.http.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
+    let mut store_options = StoreOptions::new(options.cache_dir.join("oci"));
+    store_options.plain_http_hosts = options.plain_http_registries.clone();
+    let oci = ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
+    let wasm = Arc::new(
+        WasmRuntime::new(WasmOptions {
+            cache_dir: Some(options.cache_dir.join("compiled")),
+            ..options.wasm.clone()
+        })
+        .map_err(|e| Error::HttpSetup(e.to_string()))?,
+    );
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         base_config: config,
         impersonated: tokio::sync::Mutex::new(HashMap::new()),
         http,
+        wasm,
+        oci,
         plugs,
         options,
         metrics,

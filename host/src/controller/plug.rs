@@ -248,6 +248,7 @@ async fn couple(
 ) -> Result<Outcome, Error> {
     let plug_owner = Owner::plug(plug);
     plug_owner.unsupported()?;
+    status.apparatus = plug_owner.apparatus_status(ctx).await?;
     let plug_json = to_json("the Plug", plug)?;
 
     if !status.created {

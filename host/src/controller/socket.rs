@@ -172,6 +172,11 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
     if let Err(error) = owner.unsupported() {
         return failed(&ctx, &socket, status, &error).await;
     }
+    match owner.apparatus_status(&ctx).await {
+        Ok(apparatus) => status.apparatus = apparatus,
+        Err(error @ Error::Api { .. }) => return Err(error),
+        Err(error) => return failed(&ctx, &socket, status, &error).await,
+    }
     if !status.created {
         let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
             what: "the Socket",

@@ -13,6 +13,15 @@ use crate::crd::{Plug, SideSpec, Socket};
 use crate::engine::Values;
 use crate::engine::config::{self, MissingProperties, Sources, ValuesKind};
 
+/// Where a side's hooks run, resolved for a call.
+#[derive(Debug, Clone)]
+pub(crate) enum Apparatus {
+    /// An HTTP apparatus.
+    Http(Endpoint),
+    /// A WebAssembly component.
+    Wasm(super::wasm::ResolvedWasm),
+}
+
 /// The two objects of a coupling, with their JSON forms (what apparatuses receive).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Parties<'a> {
@@ -71,6 +80,41 @@ impl<'a> Owner<'a> {
         })
     }
 
+    /// The side's apparatus, resolved for a call (a WebAssembly component is fetched and
+    /// loaded), if it has one.
+    pub(crate) async fn apparatus(&self, ctx: &Context) -> Result<Option<Apparatus>, Error> {
+        if let Some(wasm) = self.spec.apparatus.as_ref().and_then(|a| a.wasm.as_ref()) {
+            return Ok(Some(Apparatus::Wasm(
+                super::wasm::resolve(ctx, *self, wasm).await?,
+            )));
+        }
+        Ok(self.endpoint()?.map(Apparatus::Http))
+    }
+
+    /// For a WebAssembly apparatus, the image and the digest it resolves to now (fetching and
+    /// loading the component, so a bad image shows up before any hook needs it).
+    pub(crate) async fn apparatus_status(
+        &self,
+        ctx: &Context,
+    ) -> Result<Option<crate::crd::ApparatusStatus>, Error> {
+        if self
+            .spec
+            .apparatus
+            .as_ref()
+            .and_then(|a| a.wasm.as_ref())
+            .is_none()
+        {
+            return Ok(None);
+        }
+        match self.apparatus(ctx).await? {
+            Some(Apparatus::Wasm(w)) => Ok(Some(crate::crd::ApparatusStatus {
+                image: w.image,
+                digest: w.digest,
+            })),
+            _ => Ok(None),
+        }
+    }
+
     /// Spec features this version cannot act on yet. Refusing them beats ignoring them.
     pub(crate) fn unsupported(&self) -> Result<(), Error> {
         let spec = self.spec;
@@ -93,13 +137,12 @@ impl<'a> Owner<'a> {
         if !spec.result_resources.is_empty() {
             used.push("spec.resultResources");
         }
-        if let Some(apparatus) = &spec.apparatus {
-            if apparatus.containers.is_some() {
-                used.push("spec.apparatus.containers (apparatus pods)");
-            }
-            if apparatus.wasm.is_some() {
-                used.push("spec.apparatus.wasm");
-            }
+        if spec
+            .apparatus
+            .as_ref()
+            .is_some_and(|a| a.containers.is_some())
+        {
+            used.push("spec.apparatus.containers (apparatus pods)");
         }
         if used.is_empty() {
             return Ok(());
@@ -118,7 +161,7 @@ impl<'a> Owner<'a> {
     }
 }
 
-async fn read_secret(
+pub(crate) async fn read_secret(
     ctx: &Context,
     owner: Owner<'_>,
     name: &str,
@@ -228,8 +271,8 @@ pub(crate) async fn configs(
 ) -> Result<(Values, Values), Error> {
     let plug = Owner::plug(parties.plug);
     let socket = Owner::socket(parties.socket);
-    let plug_endpoint = plug.endpoint()?;
-    let socket_endpoint = socket.endpoint()?;
+    let plug_endpoint = plug.apparatus(ctx).await?;
+    let socket_endpoint = socket.apparatus(ctx).await?;
     // Data is read only when an apparatus will see it.
     let (plug_data, socket_data) = if plug_endpoint.is_some() || socket_endpoint.is_some() {
         (data(ctx, plug).await?, data(ctx, socket).await?)
@@ -252,22 +295,34 @@ pub(crate) async fn configs(
         ),
     ] {
         let spec = owner.spec;
-        let apparatus = match &endpoint {
-            Some(endpoint) => {
-                let request = ConfigRequest {
-                    side: owner.side,
-                    plug: parties.plug_json,
-                    socket: parties.socket_json,
-                    plug_data: &plug_data,
-                    socket_data: &socket_data,
-                    vars: None,
-                };
+        let request = ConfigRequest {
+            side: owner.side,
+            plug: parties.plug_json,
+            socket: parties.socket_json,
+            plug_data: &plug_data,
+            socket_data: &socket_data,
+            vars: None,
+        };
+        let apparatus = match endpoint {
+            Some(Apparatus::Http(endpoint)) => {
                 super::Metrics::inc(&ctx.metrics.apparatus_calls);
                 Some(
                     ctx.http
-                        .config(endpoint, &request)
+                        .config(&endpoint, &request)
                         .await
                         .map_err(|source| Error::Apparatus {
+                            side: owner.side,
+                            source,
+                        })?,
+                )
+            }
+            Some(Apparatus::Wasm(wasm)) => {
+                super::Metrics::inc(&ctx.metrics.apparatus_calls);
+                Some(
+                    ctx.wasm
+                        .config(wasm.loaded, &request, wasm.limits, wasm.context)
+                        .await
+                        .map_err(|source| Error::Wasm {
                             side: owner.side,
                             source,
                         })?,
