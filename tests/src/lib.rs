@@ -1,13 +1,15 @@
 //! Support code for plugboard's end-to-end tests: the shared control plane with plugboard's
 //! CRDs installed, a loopback HTTP apparatus that records its calls ([`recorder`]), a real OCI
-//! registry ([`registry`]), in-process operator scenarios ([`scenario`]), and waiting on
-//! conditions with deadlines (never sleeping as a means of synchronisation).
+//! registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins built into
+//! WebAssembly components ([`plugins`]), and waiting on conditions with deadlines (never
+//! sleeping as a means of synchronisation).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use plugboard_controlplane::{TestEnv, TestNamespace};
 
+pub mod plugins;
 pub mod recorder;
 pub mod registry;
 pub mod scenario;

@@ -1,0 +1,303 @@
+//! The WebAssembly runtime against real components compiled from `plugins/`: hooks run,
+//! every sandbox limit holds and ends as a typed error, the operator's runtime survives all of
+//! it, and compiled components are cached across restarts. No control plane needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and their helpers fail by panicking"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugboard::apparatus::{ConfigRequest, HookRequest, Side};
+use plugboard::crd::LifecyclePoint;
+use plugboard::engine::Values;
+use plugboard::wasm::{CallContext, CallLimits, Loaded, WasmError, WasmOptions, WasmRuntime};
+use plugboard_tests::recorder::Recorder;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+async fn component(name: &str) -> PathBuf {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(&name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", plugboard_tests::error_chain(&e)))
+}
+
+fn digest(path: &Path) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+    )
+}
+
+async fn load(rt: &WasmRuntime, name: &str) -> Arc<Loaded> {
+    let path = component(name).await;
+    rt.load(&digest(&path), &path).unwrap()
+}
+
+fn plug(data: Value) -> Value {
+    json!({"apiVersion": "plugboard.dev/v1alpha1", "kind": "Plug",
+           "metadata": {"name": "app", "namespace": "team", "uid": "u-1"},
+           "spec": {"socket": {"name": "db"}, "data": data}})
+}
+
+fn socket() -> Value {
+    json!({"apiVersion": "plugboard.dev/v1alpha1", "kind": "Socket",
+           "metadata": {"name": "db", "namespace": "team", "uid": "u-2"}, "spec": {}})
+}
+
+fn limits(timeout_ms: u64, memory_mib: u64) -> CallLimits {
+    CallLimits {
+        timeout: Duration::from_millis(timeout_ms),
+        memory: memory_mib << 20,
+    }
+}
+
+fn context(allowed: &[&str]) -> CallContext {
+    CallContext {
+        owner: "Plug team/app".into(),
+        allowed_hosts: allowed.iter().map(|h| (*h).to_owned()).collect(),
+    }
+}
+
+/// Calls the adversary's `config` hook with `data` as the Plug's data.
+async fn adversary(
+    rt: &WasmRuntime,
+    data: &[(&str, &str)],
+    allowed: &[&str],
+) -> Result<Values, WasmError> {
+    let loaded = load(rt, "adversary").await;
+    let plug_data: Values = data
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let p = plug(json!({}));
+    let s = socket();
+    let empty = Values::new();
+    let request = ConfigRequest {
+        side: Side::Plug,
+        plug: &p,
+        socket: &s,
+        plug_data: &plug_data,
+        socket_data: &empty,
+        vars: None,
+    };
+    rt.config(loaded, &request, limits(500, 64), context(allowed))
+        .await
+}
+
+fn guest_message(result: Result<Values, WasmError>) -> String {
+    match result {
+        Err(WasmError::Guest { message, .. }) => message,
+        other => panic!("expected the hook to report an error, got {other:?}"),
+    }
+}
+
+fn runtime() -> WasmRuntime {
+    WasmRuntime::new(WasmOptions::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_hooks_run_with_their_inputs() {
+    let rt = runtime();
+    let loaded = load(&rt, "recorder").await;
+    let p = plug(json!({"region": "eu"}));
+    let s = socket();
+    let plug_data: Values = [("region".to_owned(), "eu".to_owned())].into();
+    let empty = Values::new();
+    let request = ConfigRequest {
+        side: Side::Socket,
+        plug: &p,
+        socket: &s,
+        plug_data: &plug_data,
+        socket_data: &empty,
+        vars: None,
+    };
+    let config = rt
+        .config(loaded.clone(), &request, limits(2000, 64), context(&[]))
+        .await
+        .unwrap();
+    eprintln!("recorder config: {config:?}");
+    assert!(!config.is_empty(), "the recorder reports what it received");
+    assert!(config.values().any(|v| v.contains("app")), "{config:?}");
+    for point in LifecyclePoint::ALL {
+        let request = HookRequest {
+            side: Side::Plug,
+            point,
+            plug: Some(&p),
+            socket: Some(&s),
+            plug_config: Some(&empty),
+            socket_config: Some(&empty),
+        };
+        rt.hook(loaded.clone(), &request, limits(2000, 64), context(&[]))
+            .await
+            .unwrap_or_else(|e| panic!("{point:?}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_stopped_at_the_deadline() {
+    let rt = runtime();
+    let started = Instant::now();
+    let result = adversary(&rt, &[("mode", "spin")], &[]).await;
+    eprintln!("spin stopped after {:?}", started.elapsed());
+    assert!(
+        matches!(result, Err(WasmError::Timeout { after, .. }) if after == Duration::from_millis(500)),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_allocation_is_stopped_at_the_memory_cap() {
+    let rt = runtime();
+    let result = adversary(&rt, &[("mode", "hog")], &[]).await;
+    assert!(
+        matches!(result, Err(WasmError::OutOfMemory { limit, .. }) if limit == 64 << 20),
+        "{result:?}"
+    );
+    let message = guest_message(adversary(&rt, &[("mode", "hog-try")], &[]).await);
+    assert!(message.contains("hog-try"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_traps_are_reported_not_crashes() {
+    let rt = runtime();
+    match adversary(&rt, &[("mode", "panic")], &[]).await {
+        Err(WasmError::Trap { message, .. }) => {
+            assert!(
+                message.contains("panic"),
+                "the panic message reaches the condition: {message}"
+            )
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    let result = adversary(&rt, &[("mode", "trap")], &[]).await;
+    assert!(matches!(result, Err(WasmError::Trap { .. })), "{result:?}");
+    // The runtime is unharmed.
+    assert_eq!(
+        adversary(&rt, &[("mode", "ok")], &[]).await.unwrap(),
+        Values::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_floods_are_bounded() {
+    let rt = runtime();
+    let result = adversary(&rt, &[("mode", "flood"), ("megabytes", "8")], &[]).await;
+    eprintln!("flood: {result:?}");
+    match result {
+        Err(WasmError::OutputFlood { budget, .. }) => assert_eq!(budget, 64 << 10),
+        Err(WasmError::Guest { message, .. }) => {
+            assert!(message.starts_with("flood:"), "{message}")
+        }
+        other => panic!("expected the flood to be cut off, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_filesystem_environment_or_sockets() {
+    let rt = runtime();
+    let fs = guest_message(adversary(&rt, &[("mode", "fs")], &[]).await);
+    assert!(fs.starts_with("fs: "), "{fs}");
+    assert!(
+        !fs.contains("root:"),
+        "the sandbox leaked /etc/passwd: {fs}"
+    );
+    let env = guest_message(adversary(&rt, &[("mode", "env"), ("var", "PATH")], &[]).await);
+    assert!(env.contains("0 variables visible"), "{env}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let socket = guest_message(adversary(&rt, &[("mode", "socket"), ("addr", &addr)], &[]).await);
+    eprintln!("fs: {fs}\nenv: {env}\nsocket: {socket}");
+    assert!(socket.starts_with("socket: "), "{socket}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "the component reached a socket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reaches_only_allowed_hosts() {
+    let rt = runtime();
+    let rec = Recorder::start().await;
+    let url = format!("{}/probe", rec.url());
+    let denied = guest_message(adversary(&rt, &[("mode", "http"), ("url", &url)], &[]).await);
+    assert!(
+        denied.contains("not in spec.apparatus.wasm.allowedHosts"),
+        "{denied}"
+    );
+    assert!(rec.calls().is_empty());
+    let host = rec.url().trim_start_matches("http://").to_owned();
+    let allowed = guest_message(adversary(&rt, &[("mode", "http"), ("url", &url)], &[&host]).await);
+    assert!(allowed.contains("status 200"), "{allowed}");
+    assert_eq!(rec.calls().len(), 1);
+    assert_eq!(rec.calls()[0].path, "/probe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_components_are_cached_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WasmOptions {
+        cache_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    };
+    let path = component("recorder").await;
+    let digest = digest(&path);
+    let first = WasmRuntime::new(options.clone())
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    assert!(!first.from_cache);
+    // A new runtime is a restarted operator: same cache, new engine.
+    let second = WasmRuntime::new(options.clone())
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    assert!(second.from_cache, "the restarted runtime recompiled");
+    eprintln!(
+        "compile {:?}, load from cache {:?}",
+        first.load_time, second.load_time
+    );
+    // A damaged artifact is never loaded: it is recompiled.
+    let compiled = std::fs::read_dir(dir.path().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&compiled).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&compiled, bytes).unwrap();
+    let third = WasmRuntime::new(options)
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    assert!(!third.from_cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_of_another_contract_version_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.wasm");
+    // A component that exports the hooks interface of a version this host does not run.
+    let bytes = wat::parse_str(
+        r#"(component
+             (instance $hooks)
+             (export "plugboard:apparatus/hooks@0.2.0" (instance $hooks)))"#,
+    )
+    .unwrap();
+    std::fs::write(&other, bytes).unwrap();
+    let error = runtime().load("sha256:other", &other).unwrap_err();
+    assert!(
+        matches!(&error, WasmError::IncompatibleVersion { found } if found.contains("@0.2.0")),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("plugboard:apparatus/hooks@0.1.0"),
+        "{error}"
+    );
+}
