@@ -9,3 +9,4 @@
 mod api;
 mod coupling;
 mod rbac;
+mod wasm;

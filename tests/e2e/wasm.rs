@@ -1,0 +1,218 @@
+//! WebAssembly apparatuses end to end: components compiled from `plugins/`, pushed to a real
+//! OCI registry, pulled and run in-process by the operator, with every failure a condition.
+
+use std::path::PathBuf;
+
+use plugboard::crd::{Plug, Socket};
+use plugboard::oci::{self, RegistryAuth};
+use plugboard_tests::recorder::Recorder;
+use plugboard_tests::registry::Registry;
+use plugboard_tests::scenario::{Scenario, plug_condition, socket_condition};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+async fn component(name: &str) -> Vec<u8> {
+    let name = name.to_owned();
+    let path: PathBuf =
+        tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(&name))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{}", plugboard_tests::error_chain(&e)));
+    std::fs::read(path).unwrap()
+}
+
+async fn push(registry: &Registry, repo_tag: &str, bytes: &[u8]) -> String {
+    let image = registry.image(repo_tag);
+    oci::push_component(
+        &image,
+        bytes,
+        &RegistryAuth::Anonymous,
+        &registry.plain_http_hosts(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("push {image}: {e}"));
+    image
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A scenario whose operator may pull from `registry` over plain HTTP, with its own cache.
+async fn scenario(prefix: &str, registry: &Registry) -> (Scenario, tempfile::TempDir) {
+    let mut sc = Scenario::new(prefix).await;
+    let cache = tempfile::tempdir().unwrap();
+    sc.options.cache_dir = cache.path().to_owned();
+    sc.options.plain_http_registries = registry.plain_http_hosts();
+    sc.start().await;
+    (sc, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_socket_couples_a_plug_and_a_new_digest_takes_effect_without_restart() {
+    let registry = Registry::start().await.unwrap();
+    let recorder_bytes = component("recorder").await;
+    let image = push(&registry, "plugboard/hooks:1", &recorder_bytes).await;
+    let (sc, _cache) = scenario("wasm-couple", &registry).await;
+    let rec = Recorder::start().await;
+    let ns = sc.ns.name().to_owned();
+    sc.socket(
+        &ns,
+        "db",
+        json!({"apparatus": {"wasm": {"image": image}}, "config": {"host": "db"}}),
+    )
+    .await;
+    sc.plug(
+        &ns,
+        "app",
+        json!({"socket": {"name": "db"}, "apparatus": {"endpoint": format!("{}/plug", rec.url())},
+               "data": {"region": "eu"}}),
+    )
+    .await;
+    sc.wait_plug_ready(&ns, "app").await;
+    let socket = sc.wait_socket_ready(&ns, "db").await;
+    let apparatus = socket.status.unwrap().apparatus.unwrap();
+    assert_eq!(apparatus.image, image);
+    assert_eq!(
+        apparatus.digest,
+        sha256(&recorder_bytes),
+        "status shows the digest the tag resolved to"
+    );
+
+    // The component's `config` hook contributed to the Socket's config, with the right inputs,
+    // and the coupled hooks ran (the Plug's, recorded over HTTP, saw that config).
+    let coupled: Vec<_> = rec
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == "/plug/coupled")
+        .collect();
+    assert_eq!(coupled.len(), 1);
+    let socket_config = &coupled[0].body["socketConfig"];
+    assert_eq!(socket_config["host"], "db");
+    assert_eq!(socket_config["recorder.side"], "socket");
+    assert_eq!(socket_config["recorder.plug"], format!("{ns}/app"));
+    assert_eq!(socket_config["recorder.plugData.region"], "eu");
+
+    // Push another component under the same tag: the next hook uses it, no restart.
+    let adversary_bytes = component("adversary").await;
+    push(&registry, "plugboard/hooks:1", &adversary_bytes).await;
+    sc.patch::<Socket>(&ns, "db", json!({"metadata": {"labels": {"poke": "1"}}}))
+        .await;
+    sc.wait::<Socket, _>(&ns, "db", "the new digest in status", |s| {
+        s.and_then(|s| s.status.as_ref())
+            .and_then(|st| st.apparatus.as_ref())
+            .is_some_and(|a| a.digest == sha256(&adversary_bytes))
+    })
+    .await;
+    sc.patch::<Plug>(&ns, "app", json!({"metadata": {"labels": {"poke": "1"}}}))
+        .await;
+    plugboard_tests::wait_for(
+        "the updated hook with the new component's config",
+        plugboard_tests::scenario::DEADLINE,
+        || async {
+            let updated: Vec<_> = rec
+                .calls()
+                .into_iter()
+                .filter(|c| c.path == "/plug/updated")
+                .collect();
+            match updated.last() {
+                Some(call) if call.body["socketConfig"].get("recorder.side").is_none() => Ok(()),
+                _ => Err(format!("{} updated calls", updated.len())),
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
+    let registry = Registry::start().await.unwrap();
+    let recorder_bytes = component("recorder").await;
+    let adversary = push(
+        &registry,
+        "plugboard/adversary:1",
+        &component("adversary").await,
+    )
+    .await;
+    let good = push(&registry, "plugboard/recorder:1", &recorder_bytes).await;
+    let other_version = wat::parse_str(
+        r#"(component (instance $hooks) (export "plugboard:apparatus/hooks@0.2.0" (instance $hooks)))"#,
+    )
+    .unwrap();
+    let other_version = push(&registry, "plugboard/other:1", &other_version).await;
+    let not_wasm = registry.image("plugboard/image:1");
+    oci::push_artifact(
+        &not_wasm,
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        b"not a component",
+        &RegistryAuth::Anonymous,
+        &registry.plain_http_hosts(),
+    )
+    .await
+    .unwrap();
+    let wrong_digest = format!(
+        "{}@sha256:{}",
+        registry.image("plugboard/recorder:1"),
+        "0".repeat(64)
+    );
+    let missing = registry.image("plugboard/missing:1");
+
+    let (sc, _cache) = scenario("wasm-failures", &registry).await;
+    let ns = sc.ns.name().to_owned();
+    sc.socket(&ns, "db", json!({})).await;
+    let plug = |image: &str, data: serde_json::Value| {
+        json!({"socket": {"name": "db"}, "data": data,
+               "apparatus": {"wasm": {"image": image, "limits": {"timeout": "300ms", "memory": "32Mi"}}}})
+    };
+    for (name, image, data) in [
+        ("spin", adversary.as_str(), json!({"mode": "spin"})),
+        ("hog", adversary.as_str(), json!({"mode": "hog"})),
+        ("panic", adversary.as_str(), json!({"mode": "panic"})),
+        ("missing", missing.as_str(), json!({})),
+        ("wrong-digest", wrong_digest.as_str(), json!({})),
+        ("not-wasm", not_wasm.as_str(), json!({})),
+        ("other-version", other_version.as_str(), json!({})),
+        ("healthy", good.as_str(), json!({})),
+    ] {
+        sc.plug(&ns, name, plug(image, data)).await;
+    }
+    let message = |p: &Plug| plug_condition(p, "Ready").unwrap().message.clone();
+    let mut report = Vec::new();
+    for (name, reason, says) in [
+        ("spin", "HookTimeout", "300 ms deadline"),
+        ("hog", "HookOutOfMemory", "memory cap of 32 MiB"),
+        ("panic", "HookTrapped", "panic"),
+        ("missing", "ImageNotFound", "plugboard/missing"),
+        ("wrong-digest", "ImageNotFound", "sha256:0000"),
+        (
+            "not-wasm",
+            "NotWasm",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
+        (
+            "other-version",
+            "IncompatibleComponent",
+            "plugboard:apparatus/hooks@0.2.0",
+        ),
+    ] {
+        let p = sc.wait_plug_reason(&ns, name, reason).await;
+        assert!(message(&p).contains(says), "{name}: {}", message(&p));
+        assert_eq!(
+            plug_condition(&p, "Stalled").unwrap().status,
+            "True",
+            "{name}"
+        );
+        report.push(format!("  {name}: {reason}: {}", message(&p)));
+    }
+    eprintln!("WebAssembly failures as conditions:\n{}", report.join("\n"));
+    // The operator is unharmed: a healthy component couples alongside.
+    let healthy = sc.wait_plug_ready(&ns, "healthy").await;
+    assert_eq!(
+        healthy.status.unwrap().apparatus.unwrap().digest,
+        sha256(&recorder_bytes)
+    );
+    let socket = sc.api::<Socket>(&ns).get("db").await.unwrap();
+    assert!(socket_condition(&socket, "Ready").is_some_and(|c| c.status == "True"));
+}
