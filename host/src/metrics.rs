@@ -20,6 +20,10 @@ pub struct Metrics {
     pub events: AtomicU64,
     /// Apparatus calls made (hooks and config).
     pub apparatus_calls: AtomicU64,
+    /// WebAssembly components compiled (not found in the compiled cache).
+    pub wasm_compiles: AtomicU64,
+    /// WebAssembly components loaded from the compiled cache.
+    pub wasm_cache_loads: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -39,6 +43,10 @@ pub struct Snapshot {
     pub events: u64,
     /// Apparatus calls.
     pub apparatus_calls: u64,
+    /// Components compiled.
+    pub wasm_compiles: u64,
+    /// Components loaded from the compiled cache.
+    pub wasm_cache_loads: u64,
 }
 
 impl Snapshot {
@@ -65,6 +73,8 @@ impl Metrics {
             secret_writes: get(&self.secret_writes),
             events: get(&self.events),
             apparatus_calls: get(&self.apparatus_calls),
+            wasm_compiles: get(&self.wasm_compiles),
+            wasm_cache_loads: get(&self.wasm_cache_loads),
         }
     }
 }

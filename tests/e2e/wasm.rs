@@ -126,6 +126,54 @@ async fn wasm_socket_couples_a_plug_and_a_new_digest_takes_effect_without_restar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_restart_reuses_compiled_components() {
+    let registry = Registry::start().await.unwrap();
+    let image = push(
+        &registry,
+        "plugboard/recorder:1",
+        &component("recorder").await,
+    )
+    .await;
+    let (mut sc, _cache) = scenario("wasm-restart", &registry).await;
+    let ns = sc.ns.name().to_owned();
+    sc.socket(&ns, "db", json!({"apparatus": {"wasm": {"image": image}}}))
+        .await;
+    sc.plug(&ns, "app", json!({"socket": {"name": "db"}})).await;
+    sc.wait_plug_ready(&ns, "app").await;
+    let first = sc.metrics();
+    // The first operator compiled it (two concurrent first uses may both count).
+    assert!(first.wasm_compiles >= 1, "{first:?}");
+
+    // Same cache folder, new process state: the component must load without compiling.
+    sc.restart().await;
+    let before = sc.metrics();
+    sc.patch::<Plug>(&ns, "app", json!({"metadata": {"labels": {"poke": "1"}}}))
+        .await;
+    sc.wait_reconciled(before, true, true).await;
+    plugboard_tests::wait_for(
+        "the component to be loaded",
+        plugboard_tests::scenario::DEADLINE,
+        || async {
+            let m = sc.metrics();
+            if m.wasm_compiles + m.wasm_cache_loads > 0 {
+                Ok(m)
+            } else {
+                Err(format!("{m:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let after = sc.metrics();
+    assert_eq!(
+        after.wasm_compiles, 0,
+        "the restarted operator recompiled: {after:?}"
+    );
+    // The Plug's and the Socket's reconciles may each load it once, concurrently.
+    assert!(after.wasm_cache_loads >= 1, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
     let registry = Registry::start().await.unwrap();
     let recorder_bytes = component("recorder").await;

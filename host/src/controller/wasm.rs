@@ -56,6 +56,7 @@ pub(crate) async fn resolve(
         }
     }
     let fetched = ctx.oci.fetch(&wasm.image, &auth).await.map_err(oci)?;
+    let first_load = !ctx.wasm.is_loaded(&fetched.digest);
     let runtime = ctx.wasm.clone();
     let digest = fetched.digest.clone();
     let path = fetched.path.clone();
@@ -66,6 +67,13 @@ pub(crate) async fn resolve(
             source: WasmError::Setup(format!("loading the component failed: {e}")),
         })?
         .map_err(|source| Error::Wasm { side, source })?;
+    if first_load {
+        crate::metrics::Metrics::inc(if loaded.from_cache {
+            &ctx.metrics.wasm_cache_loads
+        } else {
+            &ctx.metrics.wasm_compiles
+        });
+    }
     let limits =
         CallLimits::resolve(wasm.limits.as_ref(), ctx.wasm.options()).map_err(|e| Error::Wasm {
             side,

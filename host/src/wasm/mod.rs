@@ -299,6 +299,14 @@ impl WasmRuntime {
         &self.options
     }
 
+    /// Whether the component with `digest` is already loaded in this runtime.
+    pub fn is_loaded(&self, digest: &str) -> bool {
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(digest)
+    }
+
     /// Loads the component at `path` (whose content has `digest`), compiling it unless a
     /// compiled form for this engine is cached; then it stays loaded for later calls.
     pub fn load(&self, digest: &str, path: &Path) -> Result<Arc<Loaded>, WasmError> {
