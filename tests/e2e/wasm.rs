@@ -126,6 +126,80 @@ async fn wasm_socket_couples_a_plug_and_a_new_digest_takes_effect_without_restar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_socket_hooks_run_in_order_with_their_inputs() {
+    let registry = Registry::start().await.unwrap();
+    let image = push(
+        &registry,
+        "plugboard/recorder:1",
+        &component("recorder").await,
+    )
+    .await;
+    let (sc, _cache) = scenario("wasm-order", &registry).await;
+    let rec = Recorder::start().await;
+    let host = rec.url().trim_start_matches("http://").to_owned();
+    let ns = sc.ns.name().to_owned();
+    // The recorder reports each hook over HTTP: only because the spec allows that host.
+    sc.socket(
+        &ns,
+        "db",
+        json!({"apparatus": {"wasm": {"image": image, "allowedHosts": [host]}},
+               "data": {"report": format!("{}/wasm", rec.url())}, "config": {"host": "db"}}),
+    )
+    .await;
+    sc.plug(
+        &ns,
+        "app",
+        json!({"socket": {"name": "db"}, "config": {"database": "app"}}),
+    )
+    .await;
+    sc.wait_plug_ready(&ns, "app").await;
+    sc.patch::<Plug>(
+        &ns,
+        "app",
+        json!({"spec": {"config": {"database": "app2"}}}),
+    )
+    .await;
+    sc.wait::<Plug, _>(&ns, "app", "Ready at generation 2", |p| {
+        p.is_some_and(|p| {
+            plug_condition(p, "Ready")
+                .is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
+        })
+    })
+    .await;
+    sc.api::<Plug>(&ns)
+        .delete("app", &Default::default())
+        .await
+        .unwrap();
+    sc.wait::<Plug, _>(&ns, "app", "the Plug to be gone", |p| p.is_none())
+        .await;
+    sc.api::<Socket>(&ns)
+        .delete("db", &Default::default())
+        .await
+        .unwrap();
+    sc.wait::<Socket, _>(&ns, "db", "the Socket to be gone", |s| s.is_none())
+        .await;
+
+    let reports: Vec<serde_json::Value> = rec.calls().into_iter().map(|c| c.body).collect();
+    let hooks: Vec<&str> = reports
+        .iter()
+        .map(|r| r["hook"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hooks,
+        ["created", "coupled", "updated", "decoupled", "deleted"]
+    );
+    assert!(reports.iter().all(|r| r["side"] == "socket"));
+    assert_eq!(reports[0]["socket"], format!("{ns}/db"));
+    assert_eq!(reports[0]["plug"], "-", "created sees only its owner");
+    assert_eq!(reports[1]["plug"], format!("{ns}/app"));
+    assert_eq!(reports[1]["plugConfig"], json!({"database": "app"}));
+    assert_eq!(reports[1]["socketConfig"]["host"], "db");
+    assert_eq!(reports[2]["plugConfig"], json!({"database": "app2"}));
+    assert_eq!(reports[3]["plugConfig"], json!({"database": "app2"}));
+    assert_eq!(reports[4]["plug"], "-");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_reuses_compiled_components() {
     let registry = Registry::start().await.unwrap();
     let image = push(
@@ -218,6 +292,27 @@ async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
         ("spin", adversary.as_str(), json!({"mode": "spin"})),
         ("hog", adversary.as_str(), json!({"mode": "hog"})),
         ("panic", adversary.as_str(), json!({"mode": "panic"})),
+        ("fs", adversary.as_str(), json!({"mode": "fs"})),
+        (
+            "env",
+            adversary.as_str(),
+            json!({"mode": "env", "var": "PATH"}),
+        ),
+        (
+            "socket",
+            adversary.as_str(),
+            json!({"mode": "socket", "addr": "127.0.0.1:6443"}),
+        ),
+        (
+            "http",
+            adversary.as_str(),
+            json!({"mode": "http", "url": "http://127.0.0.1:6443/"}),
+        ),
+        (
+            "flood",
+            adversary.as_str(),
+            json!({"mode": "flood", "megabytes": "8"}),
+        ),
         ("missing", missing.as_str(), json!({})),
         ("wrong-digest", wrong_digest.as_str(), json!({})),
         ("not-wasm", not_wasm.as_str(), json!({})),
@@ -232,6 +327,15 @@ async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
         ("spin", "HookTimeout", "300 ms deadline"),
         ("hog", "HookOutOfMemory", "memory cap of 32 MiB"),
         ("panic", "HookTrapped", "panic"),
+        ("fs", "HookFailed", "fs: open /etc/passwd"),
+        ("env", "HookFailed", "0 variables visible"),
+        ("socket", "HookFailed", "access-denied"),
+        (
+            "http",
+            "HookFailed",
+            "not in spec.apparatus.wasm.allowedHosts",
+        ),
+        ("flood", "HookFailed", "flood: stdout failed"),
         ("missing", "ImageNotFound", "plugboard/missing"),
         ("wrong-digest", "ImageNotFound", "sha256:0000"),
         (

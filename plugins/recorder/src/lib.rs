@@ -9,7 +9,10 @@
 //!
 //! Every hook succeeds.
 
-use plugboard_sdk::{Apparatus, ConfigInput, Coupling, HookResult, Object, Side, Values, log};
+use plugboard_sdk::http::{self, Request};
+use plugboard_sdk::{
+    Apparatus, ConfigInput, Coupling, HookError, HookResult, Object, Side, Values, log, serde_json,
+};
 
 /// The recorder apparatus.
 #[derive(Debug, Default)]
@@ -26,6 +29,37 @@ impl Recorder {
             key(socket)
         ));
     }
+}
+
+/// When the owner's `spec.data.report` holds a URL, POSTs what the hook received there (JSON:
+/// `hook`, `side`, `plug` and `socket` as `namespace/name`, `plugConfig`, `socketConfig`), so a
+/// test can see from outside which hooks ran, in which order, with which inputs. The URL's host
+/// must be in the spec's `allowedHosts`.
+fn report(hook: &str, c: &Coupling) -> HookResult {
+    let Some(url) = c.owner().and_then(|o| o.get_str("spec.data.report")) else {
+        return Ok(());
+    };
+    let body = serde_json::json!({
+        "hook": hook,
+        "side": c.side.to_string(),
+        "plug": key(c.plug.as_ref()),
+        "socket": key(c.socket.as_ref()),
+        "plugConfig": c.plug_config,
+        "socketConfig": c.socket_config,
+    });
+    let response = http::send(Request {
+        method: "POST".to_owned(),
+        url: url.to_owned(),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        body: Some(body.to_string().into_bytes()),
+    })?;
+    if response.status >= 400 {
+        return Err(HookError::failed(format!(
+            "report to {url} failed with status {}",
+            response.status
+        )));
+    }
+    Ok(())
 }
 
 fn key(object: Option<&Object>) -> String {
@@ -65,27 +99,27 @@ impl Apparatus for Recorder {
 
     fn created(&self, c: Coupling) -> HookResult {
         Self::record("created", c.side, c.plug.as_ref(), c.socket.as_ref());
-        Ok(())
+        report("created", &c)
     }
 
     fn coupled(&self, c: Coupling) -> HookResult {
         Self::record("coupled", c.side, c.plug.as_ref(), c.socket.as_ref());
-        Ok(())
+        report("coupled", &c)
     }
 
     fn updated(&self, c: Coupling) -> HookResult {
         Self::record("updated", c.side, c.plug.as_ref(), c.socket.as_ref());
-        Ok(())
+        report("updated", &c)
     }
 
     fn decoupled(&self, c: Coupling) -> HookResult {
         Self::record("decoupled", c.side, c.plug.as_ref(), c.socket.as_ref());
-        Ok(())
+        report("decoupled", &c)
     }
 
     fn deleted(&self, c: Coupling) -> HookResult {
         Self::record("deleted", c.side, c.plug.as_ref(), c.socket.as_ref());
-        Ok(())
+        report("deleted", &c)
     }
 }
 
@@ -168,5 +202,37 @@ mod tests {
             ]
         );
         assert!(h.logs().iter().all(|l| l.level == log::Level::Info));
+    }
+
+    #[test]
+    fn lifecycle_hooks_report_their_inputs_when_asked() {
+        let mut h = Harness::new(Recorder);
+        h.respond(
+            "POST",
+            "http://reports.example/hooks",
+            http::Response {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+        );
+        let socket = testing::socket(
+            "data",
+            "db",
+            json!({"data": {"report": "http://reports.example/hooks"}}),
+        );
+        let coupling = Coupling::new(Side::Socket)
+            .with_plug(plug())
+            .with_socket(socket)
+            .with_plug_config("database", "app");
+        h.coupled(coupling).unwrap();
+        let requests = h.requests();
+        assert_eq!(requests.len(), 1);
+        let body: serde_json::Value =
+            serde_json::from_slice(requests[0].body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["hook"], "coupled");
+        assert_eq!(body["side"], "socket");
+        assert_eq!(body["plug"], "apps/web");
+        assert_eq!(body["plugConfig"]["database"], "app");
     }
 }

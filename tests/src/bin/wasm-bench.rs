@@ -31,7 +31,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn arg(n: usize, default: usize) -> usize {
-    std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -76,16 +79,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         http_p99.push(percentile(&times, 0.99));
     }
     let base_p50 = median(http_p50.clone());
-    println!("baseline: HTTP apparatus hook on loopback, {runs} runs x {calls} calls: p50 {:.0} µs, p99 {:.0} µs\n", base_p50, median(http_p99));
+    println!(
+        "baseline: HTTP apparatus hook on loopback, {runs} runs x {calls} calls: p50 {:.0} µs, p99 {:.0} µs\n",
+        base_p50,
+        median(http_p99)
+    );
     println!(
         "{:<10} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>14}",
         "plugin", "size KiB", "p50 µs", "p99 µs", "p50/HTTP", "pull ms", "compile ms", "restart ms"
     );
     for name in ["recorder", "adversary"] {
-        let path = tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(name)).await??;
+        let path = tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(name))
+            .await??;
         let bytes = std::fs::read(&path)?;
         let image = registry.image(&format!("bench/{name}:1"));
-        push_component(&image, &bytes, &RegistryAuth::Anonymous, &registry.plain_http_hosts()).await?;
+        push_component(
+            &image,
+            &bytes,
+            &RegistryAuth::Anonymous,
+            &registry.plain_http_hosts(),
+        )
+        .await?;
         let (mut p50s, mut p99s, mut pulls, mut compiles, mut restarts) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -127,7 +141,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut times = Vec::with_capacity(calls);
             for _ in 0..calls {
                 let t = Instant::now();
-                runtime.hook(reloaded.clone(), &request, limits, context.clone()).await?;
+                runtime
+                    .hook(reloaded.clone(), &request, limits, context.clone())
+                    .await?;
                 times.push(t.elapsed());
             }
             times.sort();
@@ -147,6 +163,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             median(restarts),
         );
     }
-    println!("\nmedians over {runs} runs; restart = new store + runtime, cached pull by digest + load of the compiled form");
+    println!(
+        "\nmedians over {runs} runs; restart = new store + runtime, cached pull by digest + load of the compiled form"
+    );
     Ok(())
 }
