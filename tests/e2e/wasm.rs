@@ -368,3 +368,119 @@ async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
     let socket = sc.api::<Socket>(&ns).get("db").await.unwrap();
     assert!(socket_condition(&socket, "Ready").is_some_and(|c| c.status == "True"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_secrets_are_read_as_the_owner_service_account() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    use kube::api::{ObjectMeta, PostParams};
+
+    let registry = Registry::start_with_auth("puller", "s3cret-pull")
+        .await
+        .unwrap();
+    let image = registry.image("plugboard/private:1");
+    oci::push_component(
+        &image,
+        &component("recorder").await,
+        &RegistryAuth::Basic {
+            username: "puller".into(),
+            password: "s3cret-pull".into(),
+        },
+        &registry.plain_http_hosts(),
+    )
+    .await
+    .unwrap();
+    let (sc, _cache) = scenario("wasm-pull-secret", &registry).await;
+    let ns = sc.ns.name().to_owned();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("registry-creds".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_owned(),
+                ByteString(registry.docker_config_json()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    sc.api::<Secret>(&ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    sc.socket(
+        &ns,
+        "db",
+        json!({"apparatus": {"wasm": {"image": image, "pullSecrets": [{"name": "registry-creds"}]}}}),
+    )
+    .await;
+
+    // The Socket's ServiceAccount may not read the pull secret yet: a clear condition.
+    let denied = sc
+        .wait::<Socket, _>(&ns, "db", "the pull secret to be refused", |s| {
+            s.and_then(|s| socket_condition(s, "Ready"))
+                .is_some_and(|c| c.reason == "SourceUnavailable")
+        })
+        .await
+        .unwrap();
+    let message = socket_condition(&denied, "Ready").unwrap().message.clone();
+    assert!(message.contains("registry-creds"), "{message}");
+    assert!(
+        message.contains(&format!("ServiceAccount {ns}/default")),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret-pull"));
+
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("read-pull-secret".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            resource_names: Some(vec!["registry-creds".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+    };
+    sc.api::<Role>(&ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("read-pull-secret".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "read-pull-secret".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "default".into(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    sc.api::<RoleBinding>(&ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let socket = sc.wait_socket_ready(&ns, "db").await;
+    assert!(
+        socket
+            .status
+            .unwrap()
+            .apparatus
+            .unwrap()
+            .digest
+            .starts_with("sha256:")
+    );
+}

@@ -18,7 +18,6 @@ pub use limits::{CallLimits, LimitsError};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -203,15 +202,11 @@ impl std::fmt::Debug for Loaded {
     }
 }
 
-struct Ticker {
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+/// Keeps the epoch clock running. The runtime holds one, and so does every call in flight:
+/// the clock stops only when the runtime is gone *and* no call is running, so a call that is
+/// still running when the operator shuts down still reaches its deadline and ends.
+#[derive(Clone)]
+struct Ticking(#[allow(dead_code, reason = "held for its lifetime only")] Arc<()>);
 
 /// The runtime: one per operator process.
 pub struct WasmRuntime {
@@ -221,7 +216,7 @@ pub struct WasmRuntime {
     permits: Arc<Semaphore>,
     http: reqwest::Client,
     options: WasmOptions,
-    _ticker: Ticker,
+    ticking: Ticking,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -269,14 +264,14 @@ impl WasmRuntime {
             .build()
             .map_err(setup)?;
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = Ticking(Arc::new(()));
+        let alive = Arc::downgrade(&ticking.0);
         let ticker_engine = engine.clone();
-        let ticker_stop = stop.clone();
         std::thread::Builder::new()
             .name("plugboard-wasm-epoch".into())
             .spawn(move || {
                 // The epoch clock: deadlines are counted in ticks of this loop.
-                while !ticker_stop.load(Ordering::Relaxed) {
+                while alive.strong_count() > 0 {
                     std::thread::sleep(EPOCH_TICK);
                     ticker_engine.increment_epoch();
                 }
@@ -290,7 +285,7 @@ impl WasmRuntime {
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
             http,
             options,
-            _ticker: Ticker { stop },
+            ticking,
         })
     }
 
@@ -470,8 +465,10 @@ impl WasmRuntime {
         let http = self.http.clone();
         let options = self.options.clone();
         let handle = tokio::runtime::Handle::current();
+        let ticking = self.ticking.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _ticking = ticking;
             run(
                 &engine, &loaded, hook, limits, context, &options, http, handle, f,
             )
