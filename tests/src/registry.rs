@@ -18,12 +18,11 @@
 //! kill) the pipe closes and the supervisor stops the server and deletes its directory.
 //! Dropping a [`Registry`] does the same at once.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use plugboard_controlplane::process::Supervised;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The server binary the Debian package installs.
@@ -38,19 +37,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How many ports to try when another process takes the chosen one first.
 const START_ATTEMPTS: u32 = 3;
-
-/// Runs `"$@"`, waits for standard input to close, then stops it: SIGTERM, and SIGKILL after a
-/// 5 s grace period. Removes `$CLEANUP_DIR` once the program has exited.
-const SUPERVISOR: &str = r#""$@" </dev/null &
-child=$!
-cat >/dev/null
-kill "$child" 2>/dev/null
-i=0
-while kill -0 "$child" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-kill -9 "$child" 2>/dev/null
-wait "$child"
-if [ -n "$CLEANUP_DIR" ]; then rm -rf "$CLEANUP_DIR"; fi
-"#;
 
 static REGISTRIES: AtomicU64 = AtomicU64::new(0);
 
@@ -105,8 +91,7 @@ pub struct Registry {
     dir: PathBuf,
     log: PathBuf,
     credentials: Option<(String, String)>,
-    child: Child,
-    lifeline: Option<ChildStdin>,
+    server: Supervised,
 }
 
 impl Registry {
@@ -185,22 +170,17 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(RegistryError::io("write", &config_path))?;
         let log = dir.path().join("registry.log");
-        let out = std::fs::File::create(&log).map_err(RegistryError::io("create", &log))?;
-        let err = out.try_clone().map_err(RegistryError::io("open", &log))?;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(SUPERVISOR)
-            .arg("docker-registry")
-            .arg(REGISTRY_BINARY)
-            .arg("serve")
-            .arg(&config_path)
-            .env("CLEANUP_DIR", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(RegistryError::io("start", Path::new(REGISTRY_BINARY)))?;
-        let lifeline = child.stdin.take();
+        let server = Supervised::spawn(
+            "docker-registry",
+            Path::new(REGISTRY_BINARY),
+            [Path::new("serve").as_os_str(), config_path.as_os_str()],
+            log.clone(),
+            Some(dir.path()),
+        )
+        .map_err(|e| RegistryError::Start {
+            problem: e.to_string(),
+            log_tail: String::new(),
+        })?;
         // From here on the supervisor deletes the directory when the server stops.
         let dir = dir.keep();
         Ok(Registry {
@@ -208,8 +188,7 @@ impl Registry {
             dir,
             log,
             credentials,
-            child,
-            lifeline,
+            server,
         })
     }
 
@@ -217,7 +196,7 @@ impl Registry {
     async fn wait_ready(&mut self) -> Result<(), RegistryError> {
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.server.exited() {
                 return Err(self.start_error(format!("the server exited ({status})")));
             }
             match self.get_status("/v2/").await {
@@ -234,7 +213,7 @@ impl Registry {
     fn start_error(&self, problem: String) -> RegistryError {
         RegistryError::Start {
             problem,
-            log_tail: log_tail(&self.log, 4096),
+            log_tail: self.server.log_tail(),
         }
     }
 
@@ -314,9 +293,7 @@ impl Registry {
 
     /// Stops the server (and deletes its directory) now; dropping does the same.
     pub fn stop(&mut self) {
-        drop(self.lifeline.take());
-        // The supervisor exits once the server has; its status is of no interest.
-        let _ = self.child.wait();
+        self.server.stop();
     }
 }
 
@@ -335,25 +312,4 @@ fn free_port() -> Result<u16, RegistryError> {
         Path::new("127.0.0.1:0"),
     ))?;
     Ok(addr.port())
-}
-
-/// The last `max` bytes of a log file, starting at a line boundary.
-fn log_tail(path: &Path, max: u64) -> String {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(max);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    match (start > 0, text.find('\n')) {
-        (true, Some(i)) => text[i + 1..].to_owned(),
-        _ => text.into_owned(),
-    }
 }

@@ -17,7 +17,7 @@ mod cluster;
 mod env;
 mod error;
 pub mod pki;
-mod process;
+pub mod process;
 
 pub use cluster::{ControlPlane, ControlPlaneOptions};
 pub use env::{TestEnv, TestNamespace, install_crds};

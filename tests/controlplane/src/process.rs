@@ -1,4 +1,5 @@
-//! Control plane processes, supervised so they cannot outlive this process.
+//! Test processes (the control plane, the test registry), supervised so they cannot outlive
+//! this process.
 //!
 //! Each program runs under a small `sh` supervisor whose standard input is a pipe from this
 //! process. When this process exits for any reason (tests done, a panic, a kill), the pipe
@@ -27,18 +28,18 @@ wait "$child"
 if [ -n "$CLEANUP_DIR" ]; then rm -rf "$CLEANUP_DIR"; fi
 "#;
 
-/// A supervised control plane process.
+/// A supervised process (control plane programs, and the test registry).
 #[derive(Debug)]
-pub(crate) struct Supervised {
+pub struct Supervised {
     pub(crate) name: &'static str,
     child: Child,
     lifeline: Option<ChildStdin>,
-    pub(crate) log: PathBuf,
+    log: PathBuf,
 }
 
 impl Supervised {
     /// Starts `program args…` with its output in `log`.
-    pub(crate) fn spawn<I, S>(
+    pub fn spawn<I, S>(
         name: &'static str,
         program: &Path,
         args: I,
@@ -74,17 +75,17 @@ impl Supervised {
     }
 
     /// The exit status, if the process has exited.
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// The last lines of the log.
-    pub(crate) fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         log_tail(&self.log, 4096)
     }
 
     /// Stops the process and waits for its supervisor.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         drop(self.lifeline.take());
         // The supervisor exits once the program has; the status itself is of no interest.
         let _ = self.child.wait();
@@ -98,7 +99,7 @@ impl Drop for Supervised {
 }
 
 /// The last `max` bytes of a log file, starting at a line boundary.
-pub(crate) fn log_tail(path: &Path, max: u64) -> String {
+pub fn log_tail(path: &Path, max: u64) -> String {
     let Ok(mut file) = fs::File::open(path) else {
         return String::new();
     };
