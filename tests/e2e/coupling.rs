@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use plugboard::crd::{Plug, Socket};
@@ -71,43 +71,14 @@ async fn wait_warning(sc: &Scenario, ns: &str, reason: &str) -> Event {
 
 /// Lets ServiceAccount `default` in `ns` read Secrets and ConfigMaps, as a user would grant it.
 async fn grant_reads(sc: &Scenario, ns: &str) {
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("plugboard-sources".into()),
-            ..Default::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["secrets".into(), "configmaps".into()]),
-            verbs: vec!["get".into()],
-            ..Default::default()
-        }]),
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into(), "configmaps".into()]),
+        verbs: vec!["get".into()],
+        ..Default::default()
     };
-    sc.api::<Role>(ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("plugboard-sources".into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "plugboard-sources".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: "default".into(),
-            namespace: Some(ns.to_owned()),
-            ..Default::default()
-        }]),
-    };
-    sc.api::<RoleBinding>(ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    sc.grant(ns, "default", "plugboard-sources", vec![rule])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -373,7 +373,7 @@ async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
 async fn pull_secrets_are_read_as_the_owner_service_account() {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
-    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    use k8s_openapi::api::rbac::v1::PolicyRule;
     use kube::api::{ObjectMeta, PostParams};
 
     let registry = Registry::start_with_auth("puller", "s3cret-pull")
@@ -435,44 +435,15 @@ async fn pull_secrets_are_read_as_the_owner_service_account() {
     );
     assert!(!message.contains("s3cret-pull"));
 
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some("read-pull-secret".into()),
-            ..Default::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["secrets".into()]),
-            resource_names: Some(vec!["registry-creds".into()]),
-            verbs: vec!["get".into()],
-            ..Default::default()
-        }]),
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        resource_names: Some(vec!["registry-creds".into()]),
+        verbs: vec!["get".into()],
+        ..Default::default()
     };
-    sc.api::<Role>(&ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("read-pull-secret".into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "read-pull-secret".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: "default".into(),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        }]),
-    };
-    sc.api::<RoleBinding>(&ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    sc.grant(&ns, "default", "read-pull-secret", vec![rule])
+        .await;
     let socket = sc.wait_socket_ready(&ns, "db").await;
     assert!(
         socket

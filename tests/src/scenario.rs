@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
@@ -229,6 +231,44 @@ impl Scenario {
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap_or_else(|e| panic!("failed to patch {name}: {e}"))
+    }
+
+    /// Grants ServiceAccount `service_account` in `ns` the `rules`, through a Role and a
+    /// RoleBinding named `name` — what a user does for the ServiceAccounts of their Plugs and
+    /// Sockets.
+    pub async fn grant(&self, ns: &str, service_account: &str, name: &str, rules: Vec<PolicyRule>) {
+        let role = Role {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            rules: Some(rules),
+        };
+        self.api::<Role>(ns)
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create Role {name}: {e}"));
+        let binding = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: name.to_owned(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: service_account.to_owned(),
+                namespace: Some(ns.to_owned()),
+                ..Default::default()
+            }]),
+        };
+        self.api::<RoleBinding>(ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create RoleBinding {name}: {e}"));
     }
 
     /// Waits until `probe` accepts the object (absent objects are passed as `None`).

@@ -388,42 +388,41 @@ async fn couple(
         socket_config: Some(&socket_config),
     };
 
-    if status.coupled_socket.is_none() {
-        hooks::run(ctx, plug_owner, plug, LifecyclePoint::Coupled, inputs).await?;
-        hooks::run(ctx, socket_owner, &*socket, LifecyclePoint::Coupled, inputs).await?;
+    // Coupled the first time; updated whenever the inputs' checksum changed since.
+    let step = if status.coupled_socket.is_none() {
+        Some((
+            LifecyclePoint::Coupled,
+            reasons::COUPLING_IN_PROCESS,
+            format!("coupled to Socket {key_text}; computing results"),
+        ))
+    } else if status.coupling_checksum.as_deref() != Some(sum.as_str()) {
+        Some((
+            LifecyclePoint::Updated,
+            reasons::UPDATING_IN_PROCESS,
+            format!("coupling to Socket {key_text} updated; computing results"),
+        ))
+    } else {
+        None
+    };
+    if let Some((point, reason, message)) = step {
+        hooks::run(ctx, plug_owner, plug, point, inputs).await?;
+        hooks::run(ctx, socket_owner, &*socket, point, inputs).await?;
         status.coupled_socket = Some(coupled_ref(&socket));
         status.coupling_checksum = Some(sum);
-        let message = format!("coupled to Socket {key_text}; computing results");
+        let coupled = DesiredCondition {
+            type_: types::COUPLED,
+            // An update happens to a coupling that holds; a first coupling is not done yet.
+            status: point == LifecyclePoint::Updated,
+            reason,
+            message: message.clone(),
+        };
         writer
             .write(
                 ctx,
                 status,
                 &[
-                    DesiredCondition::fails(
-                        types::READY,
-                        reasons::COUPLING_IN_PROCESS,
-                        message.clone(),
-                    ),
-                    DesiredCondition::fails(types::COUPLED, reasons::COUPLING_IN_PROCESS, message),
-                ],
-            )
-            .await?;
-    } else if status.coupling_checksum.as_deref() != Some(sum.as_str()) {
-        hooks::run(ctx, plug_owner, plug, LifecyclePoint::Updated, inputs).await?;
-        hooks::run(ctx, socket_owner, &*socket, LifecyclePoint::Updated, inputs).await?;
-        status.coupling_checksum = Some(sum);
-        let message = format!("coupling to Socket {key_text} updated; computing results");
-        writer
-            .write(
-                ctx,
-                status,
-                &[
-                    DesiredCondition::fails(
-                        types::READY,
-                        reasons::UPDATING_IN_PROCESS,
-                        message.clone(),
-                    ),
-                    DesiredCondition::holds(types::COUPLED, reasons::UPDATING_IN_PROCESS, message),
+                    DesiredCondition::fails(types::READY, reason, message),
+                    coupled,
                 ],
             )
             .await?;

@@ -161,25 +161,42 @@ impl<'a> Owner<'a> {
     }
 }
 
+/// Reads `name` of kind `K` from the owner's namespace as the owner's ServiceAccount.
+async fn read_as_owner<K>(
+    ctx: &Context,
+    owner: Owner<'_>,
+    name: &str,
+    field: &'static str,
+) -> Result<K, Error>
+where
+    K: k8s_openapi::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let sa = owner.spec.service_account_name.as_str();
+    let client = ctx.client_as(owner.namespace, sa).await?;
+    Api::<K>::namespaced(client, owner.namespace)
+        .get(name)
+        .await
+        .map_err(|source| Error::SourceRead {
+            kind: <K as k8s_openapi::Resource>::KIND,
+            namespace: owner.namespace.to_owned(),
+            name: name.to_owned(),
+            field,
+            service_account: sa.to_owned(),
+            source: Box::new(source),
+        })
+}
+
 pub(crate) async fn read_secret(
     ctx: &Context,
     owner: Owner<'_>,
     name: &str,
     field: &'static str,
 ) -> Result<Values, Error> {
-    let sa = owner.spec.service_account_name.as_str();
-    let client = ctx.client_as(owner.namespace, sa).await?;
-    let secret = Api::<Secret>::namespaced(client, owner.namespace)
-        .get(name)
-        .await
-        .map_err(|source| Error::SourceRead {
-            kind: "Secret",
-            namespace: owner.namespace.to_owned(),
-            name: name.to_owned(),
-            field,
-            service_account: sa.to_owned(),
-            source: Box::new(source),
-        })?;
+    let secret: Secret = read_as_owner(ctx, owner, name, field).await?;
     let mut values = Values::new();
     for (key, bytes) in secret.data.unwrap_or_default() {
         let text = String::from_utf8(bytes.0).map_err(|_| Error::SourceNotText {
@@ -199,19 +216,7 @@ async fn read_config_map(
     name: &str,
     field: &'static str,
 ) -> Result<Values, Error> {
-    let sa = owner.spec.service_account_name.as_str();
-    let client = ctx.client_as(owner.namespace, sa).await?;
-    let cm = Api::<ConfigMap>::namespaced(client, owner.namespace)
-        .get(name)
-        .await
-        .map_err(|source| Error::SourceRead {
-            kind: "ConfigMap",
-            namespace: owner.namespace.to_owned(),
-            name: name.to_owned(),
-            field,
-            service_account: sa.to_owned(),
-            source: Box::new(source),
-        })?;
+    let cm: ConfigMap = read_as_owner(ctx, owner, name, field).await?;
     Ok(cm.data.unwrap_or_default())
 }
 
