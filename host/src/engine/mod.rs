@@ -4,6 +4,8 @@
 pub mod admission;
 pub mod checksum;
 pub mod config;
+pub mod resources;
+pub mod template;
 
 use std::collections::BTreeMap;
 
