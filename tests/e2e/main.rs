@@ -8,5 +8,7 @@
 
 mod api;
 mod coupling;
+mod engine;
+mod engine_values;
 mod rbac;
 mod wasm;
