@@ -60,6 +60,18 @@ pub mod reasons {
     pub const DECOUPLE_FAILED: &str = "DecoupleFailed";
     /// The Plug or Socket is being deleted.
     pub const DELETING: &str = "Deleting";
+    /// A template in the spec cannot be rendered.
+    pub const TEMPLATE_INVALID: &str = "TemplateInvalid";
+    /// A templated resource is invalid (bad YAML, missing kind or name, wrong namespace).
+    pub const RESOURCE_INVALID: &str = "ResourceInvalid";
+    /// A var's object reference or field path is invalid.
+    pub const VAR_INVALID: &str = "VarInvalid";
+    /// The object a var reads does not exist yet; the coupling waits for it.
+    pub const VAR_PENDING: &str = "VarPending";
+    /// A config hook or source answers differently to the same inputs.
+    pub const CONFIG_FLAPPING: &str = "ConfigFlapping";
+    /// The Socket a Plug names reports a failure of its own.
+    pub const SOCKET_NOT_READY: &str = "SocketNotReady";
     /// The Socket is set up and admits Plugs.
     pub const SOCKET_READY: &str = "SocketReady";
 }

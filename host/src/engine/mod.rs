@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod checksum;
 pub mod config;
+pub mod lifecycle;
 pub mod resources;
 pub mod template;
 
