@@ -39,7 +39,7 @@ use super::Values;
 
 pub use password::{
     DEFAULT_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, MIN_SEED_KEY_LEN,
-    PasswordSeed, SEED_KEY_LEN, SeedKeyError, new_seed_key,
+    PLACEHOLDER_KEY, PasswordSeed, SEED_KEY_LEN, SeedKeyError, new_seed_key,
 };
 
 /// Largest template source [`render`] accepts, in bytes. Templates live in spec fields, whose

@@ -27,6 +27,11 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// Bytes at or above this are rejected: 248 is the largest multiple of 62 that fits a byte, so
 /// `byte % 62` over the accepted bytes is exactly uniform.
 const REJECT_FROM: u8 = 248;
+/// A key of all zero bytes is never made by [`new_seed_key`]; with it, `password` renders
+/// `******` instead of deriving anything. `plugboard plan`, which must not read or create the
+/// real key, renders with it so generated credentials are masked in what it prints.
+pub const PLACEHOLDER_KEY: [u8; SEED_KEY_LEN] = [0; SEED_KEY_LEN];
+
 /// Versioned domain separator: changing the derivation must change this.
 const DOMAIN: &[u8] = b"plugboard.dev/template-password/v1\0";
 /// Blocks a derivation may use before giving up; 128 characters need about 5 (32 bytes each).
@@ -99,6 +104,9 @@ pub(super) fn filter(
             None => DEFAULT_PASSWORD_LENGTH,
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
+        if seed.key == PLACEHOLDER_KEY {
+            return Ok("******".to_owned());
+        }
         derive(&seed.key, &seed.coupling, name.as_str(), length).map_err(invalid)
     }
 }
@@ -213,6 +221,23 @@ mod tests {
                 .unwrap_err()
                 .contains("at least 16 bytes")
         );
+    }
+
+    #[test]
+    fn the_placeholder_key_masks_passwords() {
+        let seed = PasswordSeed {
+            key: &PLACEHOLDER_KEY,
+            coupling: "c",
+        };
+        let out = crate::engine::template::render(
+            "t",
+            r#"{{ "db" | password }}"#,
+            &crate::engine::template::TemplateContext::default(),
+            Some(seed),
+            &crate::engine::template::TemplateLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(out, "******");
     }
 
     #[test]
