@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod config;
 pub mod resources;
 pub mod template;
+pub mod vars;
 
 use std::collections::BTreeMap;
 
