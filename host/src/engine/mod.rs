@@ -7,6 +7,7 @@ pub mod config;
 pub mod lifecycle;
 pub mod resources;
 pub mod template;
+pub mod vars;
 
 use std::collections::BTreeMap;
 
