@@ -183,6 +183,9 @@ pub enum Error {
         /// What went wrong.
         problem: String,
     },
+    /// Reading or acting on a Kubernetes object as the owner's ServiceAccount failed.
+    #[error(transparent)]
+    Object(Box<super::objects::ObjectError>),
     /// An object could not be turned into JSON.
     #[error("failed to encode {what} as JSON")]
     Encode {
@@ -192,6 +195,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<super::objects::ObjectError> for Error {
+    fn from(source: super::objects::ObjectError) -> Self {
+        Error::Object(Box::new(source))
+    }
 }
 
 impl Error {
@@ -216,12 +225,16 @@ impl Error {
             Error::ConfigFlapping => reasons::CONFIG_FLAPPING,
             Error::Seed { .. } => "ReconcileError",
             Error::Oci { source, .. } => source.reason(),
+            Error::Object(source) => source.reason(),
             Error::Wasm { source, .. } => source.reason(),
         }
     }
 
     /// Whether only a spec change can fix this (so retrying on a timer is pointless).
     pub fn needs_spec_change(&self) -> bool {
+        if let Error::Object(source) = self {
+            return source.needs_spec_change();
+        }
         matches!(
             self,
             Error::Unsupported(_)

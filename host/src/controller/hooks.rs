@@ -114,7 +114,7 @@ pub(crate) async fn act<K: Resource<DynamicType = ()>>(
     }
     let acted = objects::act(ctx, &owner.object_owner(), steps)
         .await
-        .map_err(|source| Error::Object(Box::new(source)))?;
+        .map_err(Error::from)?;
     for skipped in acted.not_owned() {
         write::event(
             ctx,
@@ -122,7 +122,8 @@ pub(crate) async fn act<K: Resource<DynamicType = ()>>(
             true,
             crate::crd::conditions::reasons::RESOURCE_NOT_OWNED,
             format!(
-                "left {skipped} alone: it exists but plugboard did not create it for {}",
+                "left {} alone: it exists but plugboard did not create it for {}",
+                skipped.describe(),
                 owner.describe()
             ),
         )

@@ -8,7 +8,7 @@
 
 mod error;
 mod hooks;
-mod objects;
+pub mod objects;
 mod plan;
 mod plug;
 mod render;
@@ -40,6 +40,7 @@ use crate::oci::{ComponentStore, StoreOptions};
 use crate::wasm::{WasmOptions, WasmRuntime};
 
 pub use error::Error;
+pub use objects::ObjectError;
 pub use plan::{PlanReport, plan};
 
 /// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run.
@@ -105,6 +106,8 @@ pub struct Context {
     pub(crate) client: Client,
     base_config: Config,
     impersonated: tokio::sync::Mutex<HashMap<(String, String), Client>>,
+    /// Kinds found by discovery, for acting on arbitrary objects.
+    pub(crate) kinds: objects::KindCache,
     pub(crate) recorder: Recorder,
     pub(crate) http: HttpApparatus,
     pub(crate) wasm: Arc<WasmRuntime>,
@@ -160,6 +163,7 @@ impl Context {
             client,
             base_config: config,
             impersonated: tokio::sync::Mutex::new(HashMap::new()),
+            kinds: objects::KindCache::default(),
             http,
             wasm,
             oci,
@@ -174,6 +178,17 @@ impl Context {
     /// A client acting as ServiceAccount `namespace/name` (impersonation), so everything done
     /// on a side's behalf is limited to what that ServiceAccount may do.
     pub(crate) async fn client_as(&self, namespace: &str, name: &str) -> Result<Client, Error> {
+        self.impersonate(namespace, name)
+            .await
+            .map_err(Error::ClientSetup)
+    }
+
+    /// [`Context::client_as`] with the bare client error.
+    pub(crate) async fn impersonate(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Client, kube::Error> {
         let key = (namespace.to_owned(), name.to_owned());
         let mut clients = self.impersonated.lock().await;
         if let Some(client) = clients.get(&key) {
@@ -184,7 +199,7 @@ impl Context {
             config.auth_info.impersonate =
                 Some(format!("system:serviceaccount:{namespace}:{name}"));
         }
-        let client = Client::try_from(config).map_err(Error::ClientSetup)?;
+        let client = Client::try_from(config)?;
         if clients.len() >= MAX_IMPERSONATED_CLIENTS {
             clients.clear();
         }

@@ -72,7 +72,7 @@ pub(crate) async fn resolve(
             &name,
         )
         .await
-        .map_err(|source| Error::Object(Box::new(source)))?;
+        .map_err(Error::from)?;
         let Some(object) = object else {
             return Err(Error::VarTargetMissing {
                 owner: owner.describe(),

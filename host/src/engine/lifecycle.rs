@@ -176,7 +176,8 @@ mod tests {
     fn before_configs_table() {
         let not_created = SocketState::NotCreated { fault: None };
         // (created, coupled_to, socket) → (run_created, decouple, waits)
-        let cases: Vec<(bool, Option<&str>, SocketState, bool, bool, bool)> = vec![
+        type Case = (bool, Option<&'static str>, SocketState, bool, bool, bool);
+        let cases: Vec<Case> = vec![
             // A new Plug runs created, then waits for or couples to its Socket.
             (false, None, SocketState::Missing, true, false, true),
             (false, None, ready("s1"), true, false, false),
