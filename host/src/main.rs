@@ -267,8 +267,9 @@ mod dev {
 
         // The samples' ServiceAccount may create what their templates make.
         let mut rbac = SAMPLE_RBAC.split("\n---\n");
-        let role: k8s_openapi::api::rbac::v1::Role = serde_saphyr::from_str(rbac.next().unwrap_or_default())
-            .context("sample Role is not valid")?;
+        let role: k8s_openapi::api::rbac::v1::Role =
+            serde_saphyr::from_str(rbac.next().unwrap_or_default())
+                .context("sample Role is not valid")?;
         let binding: k8s_openapi::api::rbac::v1::RoleBinding =
             serde_saphyr::from_str(rbac.next().unwrap_or_default())
                 .context("sample RoleBinding is not valid")?;

@@ -9,10 +9,10 @@ use serde_json::Value;
 use super::render::Renderer;
 use super::sources::{Apparatus, Owner};
 use super::{Context, Error, objects, write};
-use crate::engine::resources::ResourceStep;
 use crate::apparatus::{HookRequest, Side};
 use crate::crd::LifecyclePoint;
 use crate::engine::Values;
+use crate::engine::resources::ResourceStep;
 use crate::metrics::Metrics;
 
 /// What the hook sees of the coupling.

@@ -95,7 +95,9 @@ pub enum ObjectError {
         kind: String,
     },
     /// The object is not in the owner's namespace.
-    #[error("{what} is not in namespace {namespace}; plugboard acts only on objects in the owner's namespace")]
+    #[error(
+        "{what} is not in namespace {namespace}; plugboard acts only on objects in the owner's namespace"
+    )]
     WrongNamespace {
         /// `Kind namespace/name`.
         what: String,
@@ -308,7 +310,8 @@ fn parse_api_version(api_version: &str) -> Option<GroupVersion> {
     // A group is a DNS subdomain: dot-separated labels of lowercase letters, digits and '-'.
     let group_ok = api_version.find('/').is_none()
         || group.split('.').all(|label| {
-            let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            let alnum =
+                |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
             alnum(label.bytes().next())
                 && alnum(label.bytes().last())
                 && label
@@ -830,7 +833,13 @@ mod tests {
             "ns",
             "ConfigMap ns/x",
         );
-        assert!(matches!(delete, ObjectError::Api { action: "delete", .. }));
+        assert!(matches!(
+            delete,
+            ObjectError::Api {
+                action: "delete",
+                ..
+            }
+        ));
         assert_eq!(delete.reason(), "ResourceFailed");
     }
 
@@ -886,7 +895,15 @@ mod tests {
         let apps = parse_api_version("apps/v1").unwrap();
         assert_eq!((apps.group.as_str(), apps.version.as_str()), ("apps", "v1"));
         assert!(parse_api_version("cert-manager.io/v1").is_some());
-        for bad in ["", "/v1", "apps/", "a/b/c", "v1?watch=1", "Apps/v1", "../v1"] {
+        for bad in [
+            "",
+            "/v1",
+            "apps/",
+            "a/b/c",
+            "v1?watch=1",
+            "Apps/v1",
+            "../v1",
+        ] {
             assert!(parse_api_version(bad).is_none(), "{bad:?}");
         }
         assert!(valid_kind("ConfigMap"));

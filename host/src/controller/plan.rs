@@ -15,7 +15,7 @@ use super::render::{self, Renderer, Seed};
 use super::sources::{self, Owner, Parties};
 use super::{Context, Error, Options, plug as plugs};
 use crate::apparatus::Side;
-use crate::crd::{LifecyclePoint, Plug, Socket, SideSpec};
+use crate::crd::{LifecyclePoint, Plug, SideSpec, Socket};
 use crate::engine::Values;
 use crate::engine::lifecycle::{self, Observed, Wait};
 use crate::engine::resources::{ResourceStep, coupling_id};
@@ -196,11 +196,7 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
     };
     p.line(format!(
         "Plug {namespace}/{name} ({}) → Socket {socket_ns}/{}",
-        if existing.is_some() {
-            "exists"
-        } else {
-            "new"
-        },
+        if existing.is_some() { "exists" } else { "new" },
         key.name
     ));
     if let Err(error) = plug_owner.unsupported() {
@@ -244,7 +240,9 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
                     "the Socket does not exist".to_owned()
                 }
             }
-            Wait::SocketNotReady { fault: None } => "the Socket has not run its created hooks".to_owned(),
+            Wait::SocketNotReady { fault: None } => {
+                "the Socket has not run its created hooks".to_owned()
+            }
             Wait::SocketNotReady {
                 fault: Some((reason, message)),
             } => format!("the Socket is not ready ({reason}): {message}"),
@@ -337,7 +335,10 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
             }
         }
         Ok(Err(missing)) => p.line(format!("then: wait for results — {missing}")),
-        Err(error) => p.line(format!("then: results cannot be computed yet — {}", error.message())),
+        Err(error) => p.line(format!(
+            "then: results cannot be computed yet — {}",
+            error.message()
+        )),
     }
     let mut text = p.text;
     if seed.is_some() {

@@ -311,7 +311,11 @@ fn uses_password(plug: &Plug, socket: &Socket) -> bool {
 }
 
 /// The coupling's password seed, when a template may need it.
-pub(crate) async fn seed_for(ctx: &Context, plug: &Plug, socket: &Socket) -> Result<Option<Seed>, Error> {
+pub(crate) async fn seed_for(
+    ctx: &Context,
+    plug: &Plug,
+    socket: &Socket,
+) -> Result<Option<Seed>, Error> {
     if !uses_password(plug, socket) {
         return Ok(None);
     }

@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use super::Error;
 use super::sources::Owner;
+use crate::crd::LifecyclePoint;
 use crate::engine::Values;
 use crate::engine::resources::{self, ObjectOwner, ResourceStep};
 use crate::engine::template::{self, PasswordSeed, TemplateContext, TemplateError, TemplateLimits};
-use crate::crd::LifecyclePoint;
 
 /// The secret material of `password`: the Socket's key and the coupling's identity.
 #[derive(Clone)]

@@ -510,9 +510,8 @@ pub(crate) async fn socket_self_check(ctx: &Context, socket: &Socket) -> Result<
     let owner = Owner::socket(socket);
     let spec = owner.spec;
     let interface = socket.spec.interface.as_ref();
-    let static_config = spec.apparatus.is_none()
-        && spec.config_template.is_empty()
-        && spec.vars.is_empty();
+    let static_config =
+        spec.apparatus.is_none() && spec.config_template.is_empty() && spec.vars.is_empty();
     if static_config
         && let Some(properties) = interface
             .and_then(|i| i.config.as_ref())

@@ -58,7 +58,9 @@ pub(crate) async fn resolve(
             )));
         }
         if name.is_empty() {
-            return Err(invalid("objref names no object (name or templateName)".to_owned()));
+            return Err(invalid(
+                "objref names no object (name or templateName)".to_owned(),
+            ));
         }
         let path = vars::parse_field_path(&var.fieldref.field_path)
             .map_err(|e| invalid(format!("fieldref.fieldPath: {e}")))?;

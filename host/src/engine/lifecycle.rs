@@ -217,7 +217,10 @@ mod tests {
 
     #[test]
     fn waits_say_why() {
-        let fault = Some(("ConfigInvalid".to_owned(), "socket config is missing x".to_owned()));
+        let fault = Some((
+            "ConfigInvalid".to_owned(),
+            "socket config is missing x".to_owned(),
+        ));
         let observed = Observed {
             created: true,
             coupled_to: None,
