@@ -8,5 +8,6 @@
 
 mod api;
 mod coupling;
+mod plan;
 mod rbac;
 mod wasm;
