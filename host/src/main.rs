@@ -23,6 +23,12 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Show what the operator would do for a Plug, without doing it: the lifecycle step, the
+    /// merged configs (values from Secrets masked), the rendered resources and what would be
+    /// applied, deleted or recreated, and the hooks that would be called. Read-only, against
+    /// the cluster of the current kubeconfig, as the Plug's and Socket's ServiceAccounts when
+    /// you may impersonate them.
+    Plan(PlanArgs),
     /// Start a local Kubernetes control plane (built from Go modules on first use), install the
     /// CRDs, run the operator against it, couple a sample Socket and Plug, and show them.
     #[cfg(feature = "dev")]
@@ -42,6 +48,9 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
             .block_on(run(args)),
+        Command::Plan(args) => tokio::runtime::Runtime::new()
+            .context("failed to start the async runtime")?
+            .block_on(plan(args)),
         Command::Crds => {
             let yaml = plugboard::crd::crds_yaml()?;
             std::io::stdout()
@@ -96,6 +105,50 @@ struct RunArgs {
     /// Name reported in Events (defaults to the pod name).
     #[arg(long, env = "POD_NAME", default_value = "plugboard")]
     instance: String,
+    /// How often a coupled Plug is computed again, in seconds, so that changes no watch reports
+    /// (its Secret and ConfigMap sources, var targets, apparatus `config` replies) fire
+    /// `updated`. Spread by ±10%.
+    #[arg(long, env = "PLUGBOARD_RECHECK_SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    recheck_seconds: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// A YAML file holding the Plug (other documents in it are ignored).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Namespace of the Plug when its metadata names none.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+}
+
+async fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("failed to read {}", args.file.display()))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+        .with_context(|| format!("{} is not YAML", args.file.display()))?;
+    let doc = docs
+        .into_iter()
+        .find(|d| d.get("kind").and_then(|k| k.as_str()) == Some("Plug"))
+        .with_context(|| format!("{} holds no Plug", args.file.display()))?;
+    let mut plug: plugboard::crd::Plug =
+        serde_json::from_value(doc).context("the Plug in the file is not valid")?;
+    let config = kube::Config::infer()
+        .await
+        .context("failed to find a kubeconfig or in-cluster configuration")?;
+    if plug.metadata.namespace.is_none() {
+        plug.metadata.namespace = Some(
+            args.namespace
+                .unwrap_or_else(|| config.default_namespace.clone()),
+        );
+    }
+    let client = kube::Client::try_from(config.clone()).context("failed to create a client")?;
+    let report = plugboard::controller::plan(client, config, Default::default(), plug)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message()))?;
+    print!("{report}");
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -115,6 +168,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         options.cache_dir = dir;
     }
     options.plain_http_registries = args.plain_http_registries;
+    options.recheck = std::time::Duration::from_secs(args.recheck_seconds);
     options.wasm.default_timeout = std::time::Duration::from_millis(args.wasm_timeout_ms.max(1));
     options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
     options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
@@ -163,6 +217,7 @@ mod dev {
 
     const SAMPLE_SOCKET: &str = include_str!("../samples/socket.yaml");
     const SAMPLE_PLUG: &str = include_str!("../samples/plug.yaml");
+    const SAMPLE_RBAC: &str = include_str!("../samples/rbac.yaml");
     const NAMESPACE: &str = "plugboard-demo";
 
     #[derive(Debug, clap::Args)]
@@ -209,6 +264,23 @@ mod dev {
             .patch(NAMESPACE, &params, &Patch::Apply(&ns))
             .await
             .context("failed to create the demo namespace")?;
+
+        // The samples' ServiceAccount may create what their templates make.
+        let mut rbac = SAMPLE_RBAC.split("\n---\n");
+        let role: k8s_openapi::api::rbac::v1::Role =
+            serde_saphyr::from_str(rbac.next().unwrap_or_default())
+                .context("sample Role is not valid")?;
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding =
+            serde_saphyr::from_str(rbac.next().unwrap_or_default())
+                .context("sample RoleBinding is not valid")?;
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), NAMESPACE)
+            .patch("plugboard-samples", &params, &Patch::Apply(&role))
+            .await
+            .context("failed to create the sample Role")?;
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), NAMESPACE)
+            .patch("plugboard-samples", &params, &Patch::Apply(&binding))
+            .await
+            .context("failed to create the sample RoleBinding")?;
 
         let socket: Socket =
             serde_saphyr::from_str(SAMPLE_SOCKET).context("sample Socket is not valid")?;

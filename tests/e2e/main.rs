@@ -9,6 +9,8 @@
 mod api;
 mod coupling;
 mod engine;
+mod engine_recheck;
 mod engine_values;
+mod plan;
 mod rbac;
 mod wasm;

@@ -125,6 +125,67 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A template in the spec could not be rendered.
+    #[error("{owner}: template error")]
+    Template {
+        /// `Plug ns/name` or `Socket ns/name`.
+        owner: String,
+        /// Which field, which line, why.
+        #[source]
+        source: crate::engine::template::TemplateError,
+    },
+    /// A templated resource could not be planned (bad render, wrong namespace, missing field).
+    #[error("{owner}: invalid resource")]
+    Resource {
+        /// `Plug ns/name` or `Socket ns/name`.
+        owner: String,
+        /// Why.
+        #[source]
+        source: Box<crate::engine::resources::ResourceError>,
+    },
+    /// A var's object or path is not usable (spec problem).
+    #[error("{owner}: {field} is invalid: {problem}")]
+    VarInvalid {
+        /// `Plug ns/name` or `Socket ns/name`.
+        owner: String,
+        /// `spec.vars[0]`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The object a var reads does not exist (yet): the coupling waits for it.
+    #[error("{owner}: {field} reads {kind} {namespace}/{name}, which does not exist yet")]
+    VarTargetMissing {
+        /// `Plug ns/name` or `Socket ns/name`.
+        owner: String,
+        /// `spec.vars[0]`.
+        field: String,
+        /// Kind of the object.
+        kind: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A `config` hook answers differently to the same inputs, so every re-check would look
+    /// like a change.
+    #[error(
+        "the configs changed between two computations with the same spec: a config hook or source is not deterministic; plugboard will not run updated hooks for changes it cannot trust until the spec changes (make the config hook return the same values for the same inputs)"
+    )]
+    ConfigFlapping,
+    /// The Socket's password seed Secret could not be kept.
+    #[error("failed to keep the password seed Secret {namespace}/{name}: {problem}")]
+    Seed {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// Reading or acting on a Kubernetes object as the owner's ServiceAccount failed.
+    #[error(transparent)]
+    Object(Box<super::objects::ObjectError>),
     /// An object could not be turned into JSON.
     #[error("failed to encode {what} as JSON")]
     Encode {
@@ -134,6 +195,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<super::objects::ObjectError> for Error {
+    fn from(source: super::objects::ObjectError) -> Self {
+        Error::Object(Box::new(source))
+    }
 }
 
 impl Error {
@@ -151,19 +218,30 @@ impl Error {
             Error::Unsupported(_) => reasons::UNSUPPORTED,
             Error::ResultKey { .. } => reasons::RESULT_INVALID,
             Error::Decouple { .. } => reasons::DECOUPLE_FAILED,
+            Error::Template { .. } => reasons::TEMPLATE_INVALID,
+            Error::Resource { .. } => reasons::RESOURCE_INVALID,
+            Error::VarInvalid { .. } => reasons::VAR_INVALID,
+            Error::VarTargetMissing { .. } => reasons::VAR_PENDING,
+            Error::ConfigFlapping => reasons::CONFIG_FLAPPING,
+            Error::Seed { .. } => "ReconcileError",
             Error::Oci { source, .. } => source.reason(),
+            Error::Object(source) => source.reason(),
             Error::Wasm { source, .. } => source.reason(),
         }
     }
 
     /// Whether only a spec change can fix this (so retrying on a timer is pointless).
     pub fn needs_spec_change(&self) -> bool {
+        if let Error::Object(source) = self {
+            return source.needs_spec_change();
+        }
         matches!(
             self,
             Error::Unsupported(_)
                 | Error::Policy(_)
                 | Error::Endpoint { .. }
                 | Error::ResultKey { .. }
+                | Error::VarInvalid { .. }
                 | Error::Oci {
                     source: crate::oci::OciError::InvalidReference { .. },
                     ..

@@ -1,15 +1,18 @@
-//! Running one side's hooks at a lifecycle point: its apparatus call, then a Normal Event.
+//! Running one side's hooks at a lifecycle point, in the reference's order: its apparatus call,
+//! then its templated `resources` for that point (as its ServiceAccount), then a Normal Event.
 //! Hooks are at-least-once: a failure after a hook ran means it runs again on the retry, so
-//! apparatuses must be idempotent.
+//! apparatuses must be idempotent (and applying resources is).
 
 use kube::Resource;
 use serde_json::Value;
 
+use super::render::Renderer;
 use super::sources::{Apparatus, Owner};
-use super::{Context, Error, write};
+use super::{Context, Error, objects, write};
 use crate::apparatus::{HookRequest, Side};
 use crate::crd::LifecyclePoint;
 use crate::engine::Values;
+use crate::engine::resources::ResourceStep;
 use crate::metrics::Metrics;
 
 /// What the hook sees of the coupling.
@@ -35,14 +38,18 @@ fn event_reason(side: Side, point: LifecyclePoint) -> String {
     format!("{side}{first}{}", chars.as_str())
 }
 
-/// Runs `owner`'s hook at `point` and records a Normal Event on `obj` (the owner's object).
+/// Runs `owner`'s hook at `point` — its apparatus, then its resources rendered by `renderer` —
+/// and records a Normal Event on `obj` (the owner's object).
 pub(crate) async fn run<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     owner: Owner<'_>,
     obj: &K,
     point: LifecyclePoint,
     inputs: HookInputs<'_>,
+    renderer: &Renderer<'_>,
 ) -> Result<(), Error> {
+    // Render before calling anything: a template error should not leave a hook half run.
+    let steps = renderer.lifecycle_steps(owner, point)?;
     let request = HookRequest {
         side: owner.side,
         point,
@@ -74,6 +81,7 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
         }
         None => {}
     }
+    act(ctx, owner, obj, &steps).await?;
     tracing::info!(
         side = owner.side.as_str(),
         hook = point.as_str(),
@@ -91,6 +99,48 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
     );
     write::event(ctx, obj, false, &event_reason(owner.side, point), note).await;
     Ok(())
+}
+
+/// Applies, deletes or recreates `steps` as `owner`'s ServiceAccount. Objects plugboard did
+/// not create for this owner are left alone, with a Warning Event.
+pub(crate) async fn act<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    owner: Owner<'_>,
+    obj: &K,
+    steps: &[ResourceStep],
+) -> Result<(), Error> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let acted = objects::act(ctx, &owner.object_owner(), steps)
+        .await
+        .map_err(Error::from)?;
+    for skipped in acted.not_owned() {
+        write::event(
+            ctx,
+            obj,
+            true,
+            crate::crd::conditions::reasons::RESOURCE_NOT_OWNED,
+            format!(
+                "left {} alone: it exists but plugboard did not create it for {}",
+                skipped.describe(),
+                owner.describe()
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Applies `owner`'s `resultResources`, rendered by `renderer` (which sees the results).
+pub(crate) async fn result_resources<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    owner: Owner<'_>,
+    obj: &K,
+    renderer: &Renderer<'_>,
+) -> Result<(), Error> {
+    let steps = renderer.result_steps(owner)?;
+    act(ctx, owner, obj, &steps).await
 }
 
 #[cfg(test)]

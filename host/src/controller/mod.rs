@@ -8,9 +8,14 @@
 
 mod error;
 mod hooks;
+pub mod objects;
+mod plan;
 mod plug;
+mod render;
+mod seed;
 mod socket;
 mod sources;
+mod vars;
 mod wasm;
 mod write;
 
@@ -29,11 +34,14 @@ use tokio::task::JoinHandle;
 
 use crate::apparatus::http::{HttpApparatus, HttpOptions};
 use crate::crd::{Plug, Socket};
+use crate::engine::template::TemplateLimits;
 use crate::metrics::Metrics;
 use crate::oci::{ComponentStore, StoreOptions};
 use crate::wasm::{WasmOptions, WasmRuntime};
 
 pub use error::Error;
+pub use objects::ObjectError;
+pub use plan::{PlanReport, plan};
 
 /// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run.
 pub const FINALIZER: &str = "plugboard.dev/finalizer";
@@ -66,6 +74,12 @@ pub struct Options {
     pub plain_http_registries: Vec<String>,
     /// WebAssembly runtime settings and bounds.
     pub wasm: WasmOptions,
+    /// How often a coupled Plug is computed again so that changes no watch reports (source
+    /// Secrets and ConfigMaps, var targets, apparatus `config` replies) fire `updated`. Spread
+    /// by ±10%.
+    pub recheck: Duration,
+    /// Bounds on rendering one template.
+    pub templates: TemplateLimits,
 }
 
 impl Default for Options {
@@ -81,6 +95,8 @@ impl Default for Options {
             cache_dir: std::env::temp_dir().join("plugboard-cache"),
             plain_http_registries: Vec::new(),
             wasm: WasmOptions::default(),
+            recheck: Duration::from_secs(120),
+            templates: TemplateLimits::default(),
         }
     }
 }
@@ -90,6 +106,8 @@ pub struct Context {
     pub(crate) client: Client,
     base_config: Config,
     impersonated: tokio::sync::Mutex<HashMap<(String, String), Client>>,
+    /// Kinds found by discovery, for acting on arbitrary objects.
+    pub(crate) kinds: objects::KindCache,
     pub(crate) recorder: Recorder,
     pub(crate) http: HttpApparatus,
     pub(crate) wasm: Arc<WasmRuntime>,
@@ -97,6 +115,10 @@ pub struct Context {
     pub(crate) plugs: Store<Plug>,
     pub(crate) options: Options,
     pub(crate) metrics: Arc<Metrics>,
+    /// Password seed keys by Socket UID (see `seed`).
+    pub(crate) seeds: tokio::sync::Mutex<HashMap<String, [u8; 32]>>,
+    /// Set when this context only plans (`plugboard plan`): nothing is called or written.
+    pub(crate) plan: Option<plan::PlanMode>,
 }
 
 impl std::fmt::Debug for Context {
@@ -111,17 +133,73 @@ impl std::fmt::Debug for Context {
 const MAX_IMPERSONATED_CLIENTS: usize = 512;
 
 impl Context {
+    /// Everything reconciles share: clients, apparatus runtimes, caches.
+    pub(crate) fn new(
+        client: Client,
+        config: Config,
+        options: Options,
+        metrics: Arc<Metrics>,
+        plugs: Store<Plug>,
+    ) -> Result<Self, Error> {
+        let reporter = Reporter {
+            controller: "plugboard".into(),
+            instance: Some(options.instance.clone()),
+        };
+        let http = HttpApparatus::new(options.http.clone())
+            .map_err(|e| Error::HttpSetup(e.to_string()))?;
+        let mut store_options = StoreOptions::new(options.cache_dir.join("oci"));
+        store_options.plain_http_hosts = options.plain_http_registries.clone();
+        let oci =
+            ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
+        let wasm = Arc::new(
+            WasmRuntime::new(WasmOptions {
+                cache_dir: Some(options.cache_dir.join("compiled")),
+                ..options.wasm.clone()
+            })
+            .map_err(|e| Error::HttpSetup(e.to_string()))?,
+        );
+        Ok(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            base_config: config,
+            impersonated: tokio::sync::Mutex::new(HashMap::new()),
+            kinds: objects::KindCache::default(),
+            http,
+            wasm,
+            oci,
+            plugs,
+            options,
+            metrics,
+            seeds: tokio::sync::Mutex::new(HashMap::new()),
+            plan: None,
+        })
+    }
+
     /// A client acting as ServiceAccount `namespace/name` (impersonation), so everything done
     /// on a side's behalf is limited to what that ServiceAccount may do.
     pub(crate) async fn client_as(&self, namespace: &str, name: &str) -> Result<Client, Error> {
+        self.impersonate(namespace, name)
+            .await
+            .map_err(Error::ClientSetup)
+    }
+
+    /// [`Context::client_as`] with the bare client error.
+    pub(crate) async fn impersonate(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Client, kube::Error> {
         let key = (namespace.to_owned(), name.to_owned());
         let mut clients = self.impersonated.lock().await;
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let mut config = self.base_config.clone();
-        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
-        let client = Client::try_from(config).map_err(Error::ClientSetup)?;
+        if self.plan.as_ref().is_none_or(|p| p.impersonate) {
+            config.auth_info.impersonate =
+                Some(format!("system:serviceaccount:{namespace}:{name}"));
+        }
+        let client = Client::try_from(config)?;
         if clients.len() >= MAX_IMPERSONATED_CLIENTS {
             clients.clear();
         }
@@ -304,34 +382,7 @@ pub async fn run(
         keys
     });
 
-    let reporter = Reporter {
-        controller: "plugboard".into(),
-        instance: Some(options.instance.clone()),
-    };
-    let http =
-        HttpApparatus::new(options.http.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
-    let mut store_options = StoreOptions::new(options.cache_dir.join("oci"));
-    store_options.plain_http_hosts = options.plain_http_registries.clone();
-    let oci = ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
-    let wasm = Arc::new(
-        WasmRuntime::new(WasmOptions {
-            cache_dir: Some(options.cache_dir.join("compiled")),
-            ..options.wasm.clone()
-        })
-        .map_err(|e| Error::HttpSetup(e.to_string()))?,
-    );
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client,
-        base_config: config,
-        impersonated: tokio::sync::Mutex::new(HashMap::new()),
-        http,
-        wasm,
-        oci,
-        plugs,
-        options,
-        metrics,
-    });
+    let ctx = Arc::new(Context::new(client, config, options, metrics, plugs)?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -408,6 +459,9 @@ struct SocketFingerprint {
     generation: Option<i64>,
     deleting: bool,
     created: bool,
+    /// The Socket's `Ready` status and reason: a Socket that reports a fault of its own, or
+    /// stops reporting it, changes what its Plugs say.
+    ready: Option<(String, String)>,
 }
 
 impl SocketFingerprint {
@@ -416,6 +470,10 @@ impl SocketFingerprint {
             generation: socket.metadata.generation,
             deleting: socket.metadata.deletion_timestamp.is_some(),
             created: socket.status.as_ref().is_some_and(|s| s.created),
+            ready: socket.status.as_ref().and_then(|s| {
+                crate::crd::conditions::find(&s.conditions, crate::crd::conditions::types::READY)
+                    .map(|c| (c.status.clone(), c.reason.clone()))
+            }),
         }
     }
 }

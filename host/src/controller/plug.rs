@@ -16,13 +16,18 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use super::hooks::{self, HookInputs};
-use super::sources::{self, Owner, Parties};
+use super::render::{self, Renderer, Seed};
+use super::sources::{self, Computed, Owner, Parties};
 use super::{Context, Error, FORCE_DECOUPLE_ANNOTATION, requeue, socket_key, write};
+use crate::apparatus::Side;
 use crate::crd::conditions::{self, DesiredCondition, reasons, types};
 use crate::crd::{CoupledObjectRef, LifecyclePoint, Plug, PlugStatus, ResultRef, Socket};
 use crate::engine::Values;
-use crate::engine::admission::{self, Admission, PlugNamespace};
+use crate::engine::admission::{self, PlugNamespace};
 use crate::engine::checksum::{self, CouplingInputs};
+use crate::engine::lifecycle::{self, Observed, SocketState, Wait};
+use crate::engine::resources::coupling_id;
+use crate::engine::template::TemplateContext;
 use crate::metrics::Metrics;
 
 /// How a pass ended, as conditions and what to do next.
@@ -107,7 +112,7 @@ fn coupled_ref(socket: &Socket) -> CoupledObjectRef {
     }
 }
 
-fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Value, Error> {
+pub(crate) fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Value, Error> {
     serde_json::to_value(value).map_err(|source| Error::Encode { what, source })
 }
 
@@ -206,22 +211,74 @@ async fn finish(
     Ok(outcome.action)
 }
 
-/// Whether the Socket can take Plugs: present, not being deleted, its created hooks done.
-fn socket_state(socket: Option<&Socket>, key: &str) -> Result<(), Outcome> {
-    match socket {
-        None => Err(Outcome::waiting(
+/// The state of the Socket a Plug names, for the pure lifecycle decision (admission included).
+pub(crate) async fn socket_state(
+    ctx: &Context,
+    plug: &Plug,
+    socket: Option<&Socket>,
+) -> Result<SocketState, Error> {
+    let Some(socket) = socket else {
+        return Ok(SocketState::Missing);
+    };
+    if socket.meta().deletion_timestamp.is_some() {
+        return Ok(SocketState::Deleting);
+    }
+    // A Socket that ran its created hooks but reports a failure of its own (its config against
+    // its own interface, a refused feature) cannot take Plugs either; say why.
+    let status = socket.status.as_ref();
+    let fault = status
+        .and_then(|st| conditions::find(&st.conditions, types::READY))
+        .filter(|c| c.status == "False")
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    if !status.is_some_and(|st| st.created) {
+        return Ok(SocketState::NotCreated { fault });
+    }
+    if let Some(fault) = fault {
+        return Ok(SocketState::Faulty {
+            uid: socket.uid().unwrap_or_default(),
+            fault,
+        });
+    }
+    let plug_ns = plug.namespace().unwrap_or_default();
+    let labels = namespace_labels(ctx, &plug_ns).await?;
+    let admission = admission::admit(
+        &socket.namespace().unwrap_or_default(),
+        socket.spec.validation.as_ref(),
+        PlugNamespace {
+            name: &plug_ns,
+            labels: &labels,
+        },
+    )
+    .map_err(Error::Policy)?;
+    Ok(SocketState::Ready {
+        uid: socket.uid().unwrap_or_default(),
+        admission,
+    })
+}
+
+fn wait_outcome(wait: Wait, key: &str) -> Outcome {
+    match wait {
+        Wait::SocketMissing { deleting: false } => Outcome::waiting(
             reasons::SOCKET_NOT_CREATED,
             format!("waiting for Socket {key} to be created"),
-        )),
-        Some(s) if s.meta().deletion_timestamp.is_some() => Err(Outcome::waiting(
+        ),
+        Wait::SocketMissing { deleting: true } => Outcome::waiting(
             reasons::SOCKET_NOT_CREATED,
             format!("Socket {key} is being deleted; waiting for it to be created again"),
-        )),
-        Some(s) if !s.status.as_ref().is_some_and(|st| st.created) => Err(Outcome::waiting(
+        ),
+        Wait::SocketNotReady { fault: None } => Outcome::waiting(
             reasons::SOCKET_NOT_CREATED,
             format!("waiting for Socket {key} to finish its created hooks"),
-        )),
-        Some(_) => Ok(()),
+        ),
+        Wait::SocketNotReady {
+            fault: Some((reason, message)),
+        } => Outcome::waiting(
+            reasons::SOCKET_NOT_READY,
+            format!("Socket {key} is not ready ({reason}): {message}"),
+        ),
+        Wait::Refused(message) => {
+            Outcome::stalled(reasons::COUPLING_REFUSED, message, Action::await_change())
+        }
     }
 }
 
@@ -240,6 +297,100 @@ async fn namespace_labels(
     Ok(ns.metadata.labels.unwrap_or_default())
 }
 
+/// Whether any template of either side may call `password` (the seed is kept only then).
+fn uses_password(plug: &Plug, socket: &Socket) -> bool {
+    [&plug.spec.side, &socket.spec.side].iter().any(|side| {
+        serde_json::to_string(&(
+            &side.config_template,
+            &side.result_template,
+            &side.resources,
+            &side.result_resources,
+        ))
+        .is_ok_and(|text| text.contains("password"))
+    })
+}
+
+/// The coupling's password seed, when a template may need it.
+pub(crate) async fn seed_for(
+    ctx: &Context,
+    plug: &Plug,
+    socket: &Socket,
+) -> Result<Option<Seed>, Error> {
+    if !uses_password(plug, socket) {
+        return Ok(None);
+    }
+    let key = super::seed::socket_key(ctx, socket).await?;
+    Ok(Some(Seed {
+        key,
+        coupling: coupling_id(
+            plug.uid().as_deref().unwrap_or_default(),
+            socket.uid().as_deref().unwrap_or_default(),
+        ),
+    }))
+}
+
+/// The checksum of everything the coupling hooks and resources see.
+pub(crate) fn inputs_checksum(plug: &Plug, socket: &Socket, computed: &Computed) -> String {
+    let mut extra = serde_json::json!({
+        "interface": socket.spec.interface,
+        "validation": socket.spec.validation,
+        "limit": socket.spec.limit,
+    });
+    // Only when there are vars, so couplings without any keep the checksum they had before
+    // vars existed (an upgrade fires no `updated`).
+    if (computed.plug_vars.is_some() || computed.socket_vars.is_some())
+        && let Some(map) = extra.as_object_mut()
+    {
+        map.insert(
+            "vars".to_owned(),
+            serde_json::json!([&computed.plug_vars, &computed.socket_vars]),
+        );
+    }
+    checksum::checksum(&CouplingInputs {
+        plug_spec: &plug.spec.side,
+        socket_spec: &socket.spec.side,
+        socket_extra: extra,
+        plug_config: &computed.plug_config,
+        socket_config: &computed.socket_config,
+    })
+}
+
+/// The renderer of one side's coupled, updated and decoupled resources: both objects, both
+/// configs, the side's own vars, the coupling.
+pub(crate) fn coupling_renderer<'a>(
+    ctx: &'a Context,
+    parties: Parties<'_>,
+    computed: &Computed,
+    side: Side,
+    seed: Option<&'a Seed>,
+) -> Renderer<'a> {
+    Renderer {
+        context: TemplateContext {
+            plug_config: Some(computed.plug_config.clone()),
+            socket_config: Some(computed.socket_config.clone()),
+            vars: match side {
+                Side::Plug => computed.plug_vars.clone(),
+                Side::Socket => computed.socket_vars.clone(),
+            },
+            ..sources::base_context(parties, seed)
+        },
+        seed,
+        limits: &ctx.options.templates,
+    }
+}
+
+/// The delay before a coupled Plug is looked at again, so that changes no watch reports
+/// (Secrets, ConfigMaps, var targets, apparatus `config` replies) are noticed: the re-check
+/// interval, spread by ±10% so that many Plugs do not re-check at once.
+fn recheck_delay(ctx: &Context) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let spread = 0.9 + 0.2 * f64::from(nanos % 1000) / 1000.0;
+    ctx.options.recheck.mul_f64(spread)
+}
+
 async fn couple(
     plug: &Plug,
     ctx: &Context,
@@ -251,12 +402,44 @@ async fn couple(
     status.apparatus = plug_owner.apparatus_status(ctx).await?;
     let plug_json = to_json("the Plug", plug)?;
 
-    if !status.created {
+    // Load: the Socket and whether it admits this Plug.
+    let key = socket_key(plug);
+    let key_text = format!(
+        "{}/{}",
+        key.namespace.as_deref().unwrap_or_default(),
+        key.name
+    );
+    let socket =
+        super::fresh::<Socket>(ctx, key.namespace.as_deref().unwrap_or_default(), &key.name)
+            .await?
+            .map(Arc::new);
+    let state = socket_state(ctx, plug, socket.as_deref()).await?;
+    // Plan: what comes before configs.
+    let before = lifecycle::before_configs(&Observed {
+        created: status.created,
+        coupled_to: status.coupled_socket.as_ref().map(|c| c.uid.clone()),
+        socket: state,
+    });
+
+    if before.run_created {
         let inputs = HookInputs {
             plug: Some(&plug_json),
             ..Default::default()
         };
-        hooks::run(ctx, plug_owner, plug, LifecyclePoint::Created, inputs).await?;
+        let renderer = Renderer {
+            context: render::owner_only(plug_owner, &plug_json),
+            seed: None,
+            limits: &ctx.options.templates,
+        };
+        hooks::run(
+            ctx,
+            plug_owner,
+            plug,
+            LifecyclePoint::Created,
+            inputs,
+            &renderer,
+        )
+        .await?;
         status.created = true;
         let message = "created hooks ran".to_owned();
         writer
@@ -271,95 +454,46 @@ async fn couple(
             .await?;
     }
 
-    let key = socket_key(plug);
-    let key_text = format!(
-        "{}/{}",
-        key.namespace.as_deref().unwrap_or_default(),
-        key.name
-    );
-    let socket =
-        super::fresh::<Socket>(ctx, key.namespace.as_deref().unwrap_or_default(), &key.name)
-            .await?
-            .map(Arc::new);
-    let usable = socket_state(socket.as_deref(), &key_text);
-
-    let admission = match (&usable, socket.as_deref()) {
-        (Ok(()), Some(socket)) => {
-            let plug_ns = plug.namespace().unwrap_or_default();
-            let labels = namespace_labels(ctx, &plug_ns).await?;
-            Some(
-                admission::admit(
-                    &socket.namespace().unwrap_or_default(),
-                    socket.spec.validation.as_ref(),
-                    PlugNamespace {
-                        name: &plug_ns,
-                        labels: &labels,
-                    },
-                )
-                .map_err(Error::Policy)?,
-            )
-        }
-        _ => None,
-    };
-
     // Decouple from a Socket this Plug should no longer be coupled to: the reference changed,
     // the Socket went away or was re-created, or its policy no longer admits the Plug.
-    if let Some(coupled) = status.coupled_socket.clone() {
-        let still = usable.is_ok()
-            && socket
-                .as_deref()
-                .is_some_and(|s| s.uid().as_deref() == Some(coupled.uid.as_str()))
-            && admission == Some(Admission::Admitted);
-        if !still {
-            let old = super::fresh::<Socket>(ctx, &coupled.namespace, &coupled.name)
-                .await?
-                .filter(|s| s.uid().as_deref() == Some(coupled.uid.as_str()));
-            decouple(ctx, plug, &plug_json, old.as_ref(), status)
-                .await
-                .map_err(|e| decouple_error(e, &coupled))?;
-            writer
-                .write(
-                    ctx,
-                    status,
-                    &[
-                        DesiredCondition::fails(
-                            types::READY,
-                            reasons::COUPLING_IN_PROCESS,
-                            format!(
-                                "decoupled from Socket {}/{}",
-                                coupled.namespace, coupled.name
-                            ),
-                        ),
-                        DesiredCondition::fails(
-                            types::COUPLED,
-                            reasons::COUPLING_IN_PROCESS,
-                            format!(
-                                "decoupled from Socket {}/{}",
-                                coupled.namespace, coupled.name
-                            ),
-                        ),
-                    ],
-                )
-                .await?;
-        }
+    if before.decouple
+        && let Some(coupled) = status.coupled_socket.clone()
+    {
+        let old = super::fresh::<Socket>(ctx, &coupled.namespace, &coupled.name)
+            .await?
+            .filter(|s| s.uid().as_deref() == Some(coupled.uid.as_str()));
+        decouple(ctx, plug, &plug_json, old.as_ref(), status)
+            .await
+            .map_err(|e| decouple_error(e, &coupled))?;
+        let message = format!(
+            "decoupled from Socket {}/{}",
+            coupled.namespace, coupled.name
+        );
+        writer
+            .write(
+                ctx,
+                status,
+                &[
+                    DesiredCondition::fails(
+                        types::READY,
+                        reasons::COUPLING_IN_PROCESS,
+                        message.clone(),
+                    ),
+                    DesiredCondition::fails(types::COUPLED, reasons::COUPLING_IN_PROCESS, message),
+                ],
+            )
+            .await?;
     }
 
-    if let Err(waiting) = usable {
-        return Ok(waiting);
+    if let Some(wait) = before.wait {
+        return Ok(wait_outcome(wait, &key_text));
     }
     let Some(socket) = socket else {
-        return Ok(Outcome::waiting(
-            reasons::SOCKET_NOT_CREATED,
-            format!("waiting for Socket {key_text} to be created"),
+        return Ok(wait_outcome(
+            Wait::SocketMissing { deleting: false },
+            &key_text,
         ));
     };
-    if let Some(Admission::Refused(message)) = admission {
-        return Ok(Outcome::stalled(
-            reasons::COUPLING_REFUSED,
-            message,
-            Action::await_change(),
-        ));
-    }
     let socket_owner = Owner::socket(&socket);
     socket_owner.unsupported()?;
     let socket_json = to_json("the Socket", &*socket)?;
@@ -369,44 +503,61 @@ async fn couple(
         plug_json: &plug_json,
         socket_json: &socket_json,
     };
-    let (plug_config, socket_config) = sources::configs(ctx, parties).await?;
-    let sum = checksum::checksum(&CouplingInputs {
-        plug_spec: &plug.spec.side,
-        socket_spec: &socket.spec.side,
-        socket_extra: serde_json::json!({
-            "interface": socket.spec.interface,
-            "validation": socket.spec.validation,
-            "limit": socket.spec.limit,
-        }),
-        plug_config: &plug_config,
-        socket_config: &socket_config,
-    });
-    let inputs = HookInputs {
-        plug: Some(&plug_json),
-        socket: Some(&socket_json),
-        plug_config: Some(&plug_config),
-        socket_config: Some(&socket_config),
+    let seed = seed_for(ctx, plug, &socket).await?;
+    let computed = match sources::configs(ctx, parties, seed.as_ref()).await {
+        Ok(computed) => computed,
+        Err(error @ Error::VarTargetMissing { .. }) => {
+            return Ok(Outcome::pending(
+                reasons::VAR_PENDING,
+                error.message(),
+                ctx.options.result_poll,
+            ));
+        }
+        Err(error) => return Err(error),
     };
-
-    // Coupled the first time; updated whenever the inputs' checksum changed since.
-    let step = if status.coupled_socket.is_none() {
-        Some((
-            LifecyclePoint::Coupled,
-            reasons::COUPLING_IN_PROCESS,
-            format!("coupled to Socket {key_text}; computing results"),
-        ))
-    } else if status.coupling_checksum.as_deref() != Some(sum.as_str()) {
-        Some((
-            LifecyclePoint::Updated,
-            reasons::UPDATING_IN_PROCESS,
-            format!("coupling to Socket {key_text} updated; computing results"),
-        ))
-    } else {
-        None
-    };
-    if let Some((point, reason, message)) = step {
-        hooks::run(ctx, plug_owner, plug, point, inputs).await?;
-        hooks::run(ctx, socket_owner, &*socket, point, inputs).await?;
+    let sum = inputs_checksum(plug, &socket, &computed);
+    let point = lifecycle::coupling_hook(
+        status.coupled_socket.is_some(),
+        status.coupling_checksum.as_deref(),
+        &sum,
+    );
+    let mut hooks_ran = false;
+    if let Some(point) = point {
+        if point == LifecyclePoint::Updated {
+            // An update must come from a real change: the same spec computed again must give
+            // the same inputs, or a config hook (or source) flaps and would fire `updated` on
+            // every re-check.
+            let again = sources::configs(ctx, parties, seed.as_ref()).await?;
+            if inputs_checksum(plug, &socket, &again) != sum {
+                return Err(Error::ConfigFlapping);
+            }
+        }
+        let (reason, message) = match point {
+            LifecyclePoint::Updated => (
+                reasons::UPDATING_IN_PROCESS,
+                format!("coupling to Socket {key_text} updated; computing results"),
+            ),
+            _ => (
+                reasons::COUPLING_IN_PROCESS,
+                format!("coupled to Socket {key_text}; computing results"),
+            ),
+        };
+        let inputs = HookInputs {
+            plug: Some(&plug_json),
+            socket: Some(&socket_json),
+            plug_config: Some(&computed.plug_config),
+            socket_config: Some(&computed.socket_config),
+        };
+        for side in lifecycle::hook_sides(point) {
+            let renderer = coupling_renderer(ctx, parties, &computed, *side, seed.as_ref());
+            match side {
+                Side::Plug => hooks::run(ctx, plug_owner, plug, point, inputs, &renderer).await?,
+                Side::Socket => {
+                    hooks::run(ctx, socket_owner, &*socket, point, inputs, &renderer).await?;
+                }
+            }
+        }
+        hooks_ran = true;
         status.coupled_socket = Some(coupled_ref(&socket));
         status.coupling_checksum = Some(sum);
         let coupled = DesiredCondition {
@@ -428,18 +579,52 @@ async fn couple(
             .await?;
     }
 
-    let (plug_result, socket_result) = match sources::results(ctx, parties).await? {
-        Ok(results) => results,
-        Err(missing) => {
-            return Ok(Outcome::pending(
-                reasons::RESULT_PENDING,
-                format!("coupled to Socket {key_text}; waiting for results: {missing}"),
-                ctx.options.result_poll,
-            ));
+    let (plug_result, socket_result) =
+        match sources::results(ctx, parties, &computed, seed.as_ref()).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(missing)) => {
+                return Ok(Outcome::pending(
+                    reasons::RESULT_PENDING,
+                    format!("coupled to Socket {key_text}; waiting for results: {missing}"),
+                    ctx.options.result_poll,
+                ));
+            }
+            Err(error @ Error::VarTargetMissing { .. }) => {
+                return Ok(Outcome::pending(
+                    reasons::RESULT_PENDING,
+                    format!(
+                        "coupled to Socket {key_text}; waiting for results: {}",
+                        error.message()
+                    ),
+                    ctx.options.result_poll,
+                ));
+            }
+            Err(error) => return Err(error),
+        };
+    // Result resources are applied after every coupling step and whenever the results
+    // change (reference 4.2.R: the Socket's first, then the Plug's).
+    let results_sum = sources::results_checksum(&plug_result, &socket_result);
+    let results_changed = status
+        .result
+        .as_ref()
+        .is_none_or(|r| r.checksum.as_deref() != Some(results_sum.as_str()));
+    if hooks_ran || results_changed {
+        for side in lifecycle::RESULT_RESOURCE_SIDES {
+            let mut renderer = coupling_renderer(ctx, parties, &computed, side, seed.as_ref());
+            renderer.context.plug_result = Some(plug_result.clone());
+            renderer.context.socket_result = Some(socket_result.clone());
+            match side {
+                Side::Plug => hooks::result_resources(ctx, plug_owner, plug, &renderer).await?,
+                Side::Socket => {
+                    hooks::result_resources(ctx, socket_owner, &*socket, &renderer).await?;
+                }
+            }
         }
-    };
+    }
     store_results(ctx, plug, status, &plug_result, &socket_result).await?;
-    Ok(Outcome::ready(format!("coupled to Socket {key_text}")))
+    let mut ready = Outcome::ready(format!("coupled to Socket {key_text}"));
+    ready.action = requeue(recheck_delay(ctx));
+    Ok(ready)
 }
 
 async fn store_results(
@@ -517,33 +702,56 @@ async fn decouple(
                 plug_json,
                 socket_json: &socket_json,
             };
-            let configs = match sources::configs(ctx, parties).await {
-                Ok(configs) => configs,
+            let seed = match seed_for(ctx, plug, socket).await {
+                Ok(seed) => seed,
                 Err(error) if force => {
                     pass(Err(error)).await?;
-                    (Values::new(), Values::new())
+                    None
+                }
+                Err(error) => return Err(error),
+            };
+            let computed = match sources::configs(ctx, parties, seed.as_ref()).await {
+                Ok(computed) => computed,
+                Err(error) if force => {
+                    pass(Err(error)).await?;
+                    Computed::default()
                 }
                 Err(error) => return Err(error),
             };
             let inputs = HookInputs {
                 plug: Some(plug_json),
                 socket: Some(&socket_json),
-                plug_config: Some(&configs.0),
-                socket_config: Some(&configs.1),
+                plug_config: Some(&computed.plug_config),
+                socket_config: Some(&computed.socket_config),
             };
-            pass(hooks::run(ctx, plug_owner, plug, LifecyclePoint::Decoupled, inputs).await)
-                .await?;
-            pass(
-                hooks::run(
-                    ctx,
-                    Owner::socket(socket),
-                    socket,
-                    LifecyclePoint::Decoupled,
-                    inputs,
-                )
-                .await,
-            )
-            .await?;
+            for side in lifecycle::hook_sides(LifecyclePoint::Decoupled) {
+                let renderer = coupling_renderer(ctx, parties, &computed, *side, seed.as_ref());
+                let ran = match side {
+                    Side::Plug => {
+                        hooks::run(
+                            ctx,
+                            plug_owner,
+                            plug,
+                            LifecyclePoint::Decoupled,
+                            inputs,
+                            &renderer,
+                        )
+                        .await
+                    }
+                    Side::Socket => {
+                        hooks::run(
+                            ctx,
+                            Owner::socket(socket),
+                            socket,
+                            LifecyclePoint::Decoupled,
+                            inputs,
+                            &renderer,
+                        )
+                        .await
+                    }
+                };
+                pass(ran).await?;
+            }
         }
         None => {
             // The Socket is gone for good (its finalizer was removed by hand): only the Plug's
@@ -555,8 +763,27 @@ async fn decouple(
                 plug_config: Some(&empty),
                 socket_config: Some(&empty),
             };
-            pass(hooks::run(ctx, plug_owner, plug, LifecyclePoint::Decoupled, inputs).await)
-                .await?;
+            let renderer = Renderer {
+                context: TemplateContext {
+                    plug_config: Some(Values::new()),
+                    socket_config: Some(Values::new()),
+                    ..render::owner_only(plug_owner, plug_json)
+                },
+                seed: None,
+                limits: &ctx.options.templates,
+            };
+            pass(
+                hooks::run(
+                    ctx,
+                    plug_owner,
+                    plug,
+                    LifecyclePoint::Decoupled,
+                    inputs,
+                    &renderer,
+                )
+                .await,
+            )
+            .await?;
         }
     }
     write::delete_result_secret(
@@ -606,12 +833,18 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
                 plug: Some(&plug_json),
                 ..Default::default()
             };
+            let renderer = Renderer {
+                context: render::owner_only(Owner::plug(plug), &plug_json),
+                seed: None,
+                limits: &ctx.options.templates,
+            };
             let ran = hooks::run(
                 ctx,
                 Owner::plug(plug),
                 plug,
                 LifecyclePoint::Deleted,
                 inputs,
+                &renderer,
             )
             .await;
             match ran {

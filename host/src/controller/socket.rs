@@ -15,6 +15,7 @@ use kube::{Resource as _, ResourceExt as _};
 use tracing::Instrument as _;
 
 use super::hooks::{self, HookInputs};
+use super::render::{self, Renderer};
 use super::sources::Owner;
 use super::{Context, Error, FORCE_DECOUPLE_ANNOTATION, requeue, write};
 use crate::crd::conditions::{self, DesiredCondition, reasons, types};
@@ -148,7 +149,20 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
                 socket: Some(&json),
                 ..Default::default()
             };
-            let ran = hooks::run(&ctx, owner, &*socket, LifecyclePoint::Deleted, inputs).await;
+            let renderer = Renderer {
+                context: render::owner_only(owner, &json),
+                seed: None,
+                limits: &ctx.options.templates,
+            };
+            let ran = hooks::run(
+                &ctx,
+                owner,
+                &*socket,
+                LifecyclePoint::Deleted,
+                inputs,
+                &renderer,
+            )
+            .await;
             let forced = socket
                 .annotations()
                 .get(FORCE_DECOUPLE_ANNOTATION)
@@ -186,11 +200,31 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
             socket: Some(&json),
             ..Default::default()
         };
-        match hooks::run(&ctx, owner, &*socket, LifecyclePoint::Created, inputs).await {
+        let renderer = Renderer {
+            context: render::owner_only(owner, &json),
+            seed: None,
+            limits: &ctx.options.templates,
+        };
+        match hooks::run(
+            &ctx,
+            owner,
+            &*socket,
+            LifecyclePoint::Created,
+            inputs,
+            &renderer,
+        )
+        .await
+        {
             Ok(()) => status.created = true,
             Err(error @ Error::Api { .. }) => return Err(error),
             Err(error) => return failed(&ctx, &socket, status, &error).await,
         }
+    }
+
+    match super::sources::socket_self_check(&ctx, &socket).await {
+        Ok(()) => {}
+        Err(error @ Error::Api { .. }) => return Err(error),
+        Err(error) => return failed(&ctx, &socket, status, &error).await,
     }
 
     let n = status.coupled_plugs.len();

@@ -12,6 +12,9 @@ use crate::apparatus::{ConfigRequest, Side};
 use crate::crd::{Plug, SideSpec, Socket};
 use crate::engine::Values;
 use crate::engine::config::{self, MissingProperties, Sources, ValuesKind};
+use crate::engine::template::TemplateContext;
+
+use super::render::{Renderer, Seed};
 
 /// Where a side's hooks run, resolved for a call.
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ pub(crate) struct Owner<'a> {
     pub(crate) side: Side,
     pub(crate) name: &'a str,
     pub(crate) namespace: &'a str,
+    pub(crate) uid: &'a str,
     pub(crate) spec: &'a SideSpec,
 }
 
@@ -46,6 +50,7 @@ impl<'a> Owner<'a> {
             side: Side::Plug,
             name: plug.metadata.name.as_deref().unwrap_or_default(),
             namespace: plug.metadata.namespace.as_deref().unwrap_or_default(),
+            uid: plug.metadata.uid.as_deref().unwrap_or_default(),
             spec: &plug.spec.side,
         }
     }
@@ -55,6 +60,7 @@ impl<'a> Owner<'a> {
             side: Side::Socket,
             name: socket.metadata.name.as_deref().unwrap_or_default(),
             namespace: socket.metadata.namespace.as_deref().unwrap_or_default(),
+            uid: socket.metadata.uid.as_deref().unwrap_or_default(),
             spec: &socket.spec.side,
         }
     }
@@ -119,24 +125,6 @@ impl<'a> Owner<'a> {
     pub(crate) fn unsupported(&self) -> Result<(), Error> {
         let spec = self.spec;
         let mut used: Vec<&str> = Vec::new();
-        if !spec.config_template.is_empty() {
-            used.push("spec.configTemplate");
-        }
-        if !spec.result_template.is_empty() {
-            used.push("spec.resultTemplate");
-        }
-        if !spec.vars.is_empty() {
-            used.push("spec.vars");
-        }
-        if !spec.result_vars.is_empty() {
-            used.push("spec.resultVars");
-        }
-        if !spec.resources.is_empty() {
-            used.push("spec.resources");
-        }
-        if !spec.result_resources.is_empty() {
-            used.push("spec.resultResources");
-        }
         if spec
             .apparatus
             .as_ref()
@@ -268,18 +256,63 @@ async fn data(ctx: &Context, owner: Owner<'_>) -> Result<Values, Error> {
     }))
 }
 
-/// The validated configs of both sides: Secret, inline, (templates), ConfigMap, apparatus
-/// `config`, then the Socket's interface.
+/// What both sides' configs were computed from and came to: the inputs of the coupling hooks,
+/// of resource templates and of the checksum that decides `updated`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Computed {
+    pub(crate) plug_config: Values,
+    pub(crate) socket_config: Values,
+    /// The Plug's resolved `vars`, when it declares any.
+    pub(crate) plug_vars: Option<Values>,
+    /// The Socket's resolved `vars`, when it declares any.
+    pub(crate) socket_vars: Option<Values>,
+}
+
+/// Whether a side needs its data read: an apparatus or a template will see it.
+fn needs_data(spec: &SideSpec) -> bool {
+    spec.apparatus.is_some() || !spec.config_template.is_empty() || !spec.result_template.is_empty()
+}
+
+/// The template context every template of a coupling starts from.
+pub(crate) fn base_context(parties: Parties<'_>, seed: Option<&Seed>) -> TemplateContext {
+    TemplateContext {
+        plug: Some(parties.plug_json.clone()),
+        socket: Some(parties.socket_json.clone()),
+        coupling: seed.map(|s| s.coupling.clone()).or_else(|| {
+            Some(crate::engine::resources::coupling_id(
+                parties.plug.metadata.uid.as_deref().unwrap_or_default(),
+                parties.socket.metadata.uid.as_deref().unwrap_or_default(),
+            ))
+        }),
+        ..Default::default()
+    }
+}
+
+/// The validated configs of both sides: Secret, inline, templates, ConfigMap, apparatus
+/// `config`, then the Socket's interface. Vars are resolved first (as each side's
+/// ServiceAccount); data is read only when an apparatus or a template will see it.
 pub(crate) async fn configs(
     ctx: &Context,
     parties: Parties<'_>,
-) -> Result<(Values, Values), Error> {
+    seed: Option<&Seed>,
+) -> Result<Computed, Error> {
     let plug = Owner::plug(parties.plug);
     let socket = Owner::socket(parties.socket);
-    let plug_endpoint = plug.apparatus(ctx).await?;
-    let socket_endpoint = socket.apparatus(ctx).await?;
-    // Data is read only when an apparatus will see it.
-    let (plug_data, socket_data) = if plug_endpoint.is_some() || socket_endpoint.is_some() {
+    let base = base_context(parties, seed);
+    let names = Renderer {
+        context: base.clone(),
+        seed,
+        limits: &ctx.options.templates,
+    };
+    let plug_vars = super::vars::resolve(ctx, plug, "spec.vars", &plug.spec.vars, &names).await?;
+    let socket_vars =
+        super::vars::resolve(ctx, socket, "spec.vars", &socket.spec.vars, &names).await?;
+    let (plug_endpoint, socket_endpoint) = if ctx.plan.is_some() {
+        (None, None)
+    } else {
+        (plug.apparatus(ctx).await?, socket.apparatus(ctx).await?)
+    };
+    let (plug_data, socket_data) = if needs_data(plug.spec) || needs_data(socket.spec) {
         (data(ctx, plug).await?, data(ctx, socket).await?)
     } else {
         (Values::new(), Values::new())
@@ -291,12 +324,18 @@ pub(crate) async fn configs(
         .as_ref()
         .and_then(|i| i.config.as_ref());
     let mut out = Vec::with_capacity(2);
-    for (owner, endpoint, properties) in [
-        (plug, plug_endpoint, interface.and_then(|c| c.plug.as_ref())),
+    for (owner, endpoint, properties, vars) in [
+        (
+            plug,
+            plug_endpoint,
+            interface.and_then(|c| c.plug.as_ref()),
+            plug_vars.as_ref(),
+        ),
         (
             socket,
             socket_endpoint,
             interface.and_then(|c| c.socket.as_ref()),
+            socket_vars.as_ref(),
         ),
     ] {
         let spec = owner.spec;
@@ -306,8 +345,10 @@ pub(crate) async fn configs(
             socket: parties.socket_json,
             plug_data: &plug_data,
             socket_data: &socket_data,
-            vars: None,
+            vars,
         };
+        // A plan calls no apparatus.
+        let endpoint = if ctx.plan.is_some() { None } else { endpoint };
         let apparatus = match endpoint {
             Some(Apparatus::Http(endpoint)) => {
                 super::Metrics::inc(&ctx.metrics.apparatus_calls);
@@ -335,6 +376,17 @@ pub(crate) async fn configs(
             }
             None => None,
         };
+        let renderer = Renderer {
+            context: TemplateContext {
+                plug_data: Some(plug_data.clone()),
+                socket_data: Some(socket_data.clone()),
+                vars: vars.cloned(),
+                ..base.clone()
+            },
+            seed,
+            limits: &ctx.options.templates,
+        };
+        let templates = renderer.render_map(owner, "spec.configTemplate", &spec.config_template)?;
         let merged = config::merge(Sources {
             secret: optional_secret(
                 ctx,
@@ -344,7 +396,7 @@ pub(crate) async fn configs(
             )
             .await?,
             inline: spec.config.clone(),
-            templates: None,
+            templates,
             config_map: optional_config_map(
                 ctx,
                 owner,
@@ -361,13 +413,22 @@ pub(crate) async fn configs(
     }
     let socket_config = out.pop().unwrap_or_default();
     let plug_config = out.pop().unwrap_or_default();
-    Ok((plug_config, socket_config))
+    Ok(Computed {
+        plug_config,
+        socket_config,
+        plug_vars,
+        socket_vars,
+    })
 }
 
-/// The validated results of both sides, or the required properties still missing.
+/// The validated results of both sides, or the required properties still missing. Result
+/// templates see both sides' objects, data and configs, and their side's `resultVars` (as
+/// `resultVars` and as `vars`).
 pub(crate) async fn results(
     ctx: &Context,
     parties: Parties<'_>,
+    computed: &Computed,
+    seed: Option<&Seed>,
 ) -> Result<Result<(Values, Values), MissingProperties>, Error> {
     let interface = parties
         .socket
@@ -375,18 +436,43 @@ pub(crate) async fn results(
         .interface
         .as_ref()
         .and_then(|i| i.result.as_ref());
+    let plug = Owner::plug(parties.plug);
+    let socket = Owner::socket(parties.socket);
+    let base = base_context(parties, seed);
+    let templated =
+        !plug.spec.result_template.is_empty() || !socket.spec.result_template.is_empty();
+    let (plug_data, socket_data) = if templated {
+        (data(ctx, plug).await?, data(ctx, socket).await?)
+    } else {
+        (Values::new(), Values::new())
+    };
+    let names = Renderer {
+        context: base.clone(),
+        seed,
+        limits: &ctx.options.templates,
+    };
     let mut out = Vec::with_capacity(2);
     for (owner, properties) in [
-        (
-            Owner::plug(parties.plug),
-            interface.and_then(|r| r.plug.as_ref()),
-        ),
-        (
-            Owner::socket(parties.socket),
-            interface.and_then(|r| r.socket.as_ref()),
-        ),
+        (plug, interface.and_then(|r| r.plug.as_ref())),
+        (socket, interface.and_then(|r| r.socket.as_ref())),
     ] {
         let spec = owner.spec;
+        let result_vars =
+            super::vars::resolve(ctx, owner, "spec.resultVars", &spec.result_vars, &names).await?;
+        let renderer = Renderer {
+            context: TemplateContext {
+                plug_data: Some(plug_data.clone()),
+                socket_data: Some(socket_data.clone()),
+                vars: result_vars.clone(),
+                result_vars,
+                plug_config: Some(computed.plug_config.clone()),
+                socket_config: Some(computed.socket_config.clone()),
+                ..base.clone()
+            },
+            seed,
+            limits: &ctx.options.templates,
+        };
+        let templates = renderer.render_map(owner, "spec.resultTemplate", &spec.result_template)?;
         let merged = config::merge(Sources {
             secret: optional_secret(
                 ctx,
@@ -396,7 +482,7 @@ pub(crate) async fn results(
             )
             .await?,
             inline: spec.result.clone(),
-            templates: None,
+            templates,
             config_map: optional_config_map(
                 ctx,
                 owner,
@@ -416,22 +502,83 @@ pub(crate) async fn results(
     Ok(Ok((plug_result, socket_result)))
 }
 
+/// Checks what a Socket can know about its own config and result without a Plug: when its
+/// config comes only from static sources (no apparatus, no templates, no vars), it must satisfy
+/// the Socket's own interface; so must its result when it is only inline. Faults show on the
+/// Socket instead of only on the Plugs that try to couple.
+pub(crate) async fn socket_self_check(ctx: &Context, socket: &Socket) -> Result<(), Error> {
+    let owner = Owner::socket(socket);
+    let spec = owner.spec;
+    let interface = socket.spec.interface.as_ref();
+    let static_config =
+        spec.apparatus.is_none() && spec.config_template.is_empty() && spec.vars.is_empty();
+    if static_config
+        && let Some(properties) = interface
+            .and_then(|i| i.config.as_ref())
+            .and_then(|c| c.socket.as_ref())
+    {
+        let merged = config::merge(Sources {
+            secret: optional_secret(
+                ctx,
+                owner,
+                spec.config_secret_name.as_ref(),
+                "spec.configSecretName",
+            )
+            .await?,
+            inline: spec.config.clone(),
+            templates: None,
+            config_map: optional_config_map(
+                ctx,
+                owner,
+                spec.config_config_map_name.as_ref(),
+                "spec.configConfigMapName",
+            )
+            .await?,
+            apparatus: None,
+        });
+        config::validate(owner.side, ValuesKind::Config, Some(properties), merged)
+            .map_err(Error::Interface)?;
+    }
+    let inline_result = spec.result_secret_name.is_none()
+        && spec.result_config_map_name.is_none()
+        && spec.result_template.is_empty()
+        && spec.result_vars.is_empty();
+    if inline_result
+        && let Some(properties) = interface
+            .and_then(|i| i.result.as_ref())
+            .and_then(|r| r.socket.as_ref())
+    {
+        config::validate(
+            owner.side,
+            ValuesKind::Result,
+            Some(properties),
+            spec.result.clone(),
+        )
+        .map_err(Error::Interface)?;
+    }
+    Ok(())
+}
+
 /// Name of the Secret holding a Plug's results: `<plug>-plugboard-result`, shortened with a
 /// hash when that would exceed the 253-character name limit.
 pub(crate) fn result_secret_name(plug: &Plug) -> String {
-    const SUFFIX: &str = "-plugboard-result";
-    let name = plug.name_any();
-    if name.len() + SUFFIX.len() <= 253 {
-        return format!("{name}{SUFFIX}");
+    suffixed_name(&plug.name_any(), "-plugboard-result")
+}
+
+/// `<name><suffix>`, shortened with a hash of `name` when that would exceed the 253-character
+/// name limit.
+pub(crate) fn suffixed_name(name: &str, suffix: &str) -> String {
+    if name.len() + suffix.len() <= 253 {
+        return format!("{name}{suffix}");
     }
     let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
-    let keep = 253 - SUFFIX.len() - hash.len() - 1;
+    let keep = 253 - suffix.len() - hash.len() - 1;
     let mut end = keep.min(name.len());
     while !name.is_char_boundary(end) {
         end -= 1;
     }
     format!(
-        "{}-{hash}{SUFFIX}",
+        "{}-{hash}{suffix}",
         name[..end].trim_end_matches(['-', '.'])
     )
 }
@@ -499,22 +646,25 @@ mod tests {
             side: Side::Socket,
             name: "db",
             namespace: "data",
+            uid: "u",
             spec: &spec,
+        };
+        // Templates and resources are supported.
+        assert!(owner.unsupported().is_ok());
+        let mut pods = spec.clone();
+        pods.apparatus = Some(crate::crd::ApparatusSpec {
+            containers: Some(Vec::new()),
+            ..Default::default()
+        });
+        let owner = Owner {
+            spec: &pods,
+            ..owner
         };
         let message = owner.unsupported().unwrap_err().to_string();
         assert_eq!(
             message,
-            "Socket data/db uses spec.configTemplate, spec.resources, which this version of \
-             plugboard does not support yet; remove them to couple"
-        );
-        let plain = SideSpec::default();
-        assert!(
-            Owner {
-                spec: &plain,
-                ..owner
-            }
-            .unsupported()
-            .is_ok()
+            "Socket data/db uses spec.apparatus.containers (apparatus pods), which this version of \
+             plugboard does not support yet; remove it to couple"
         );
     }
 }

@@ -60,6 +60,28 @@ pub mod reasons {
     pub const DECOUPLE_FAILED: &str = "DecoupleFailed";
     /// The Plug or Socket is being deleted.
     pub const DELETING: &str = "Deleting";
+    /// A template in the spec cannot be rendered.
+    pub const TEMPLATE_INVALID: &str = "TemplateInvalid";
+    /// A templated resource is invalid (bad YAML, missing kind or name, wrong namespace).
+    pub const RESOURCE_INVALID: &str = "ResourceInvalid";
+    /// A var's object reference or field path is invalid.
+    pub const VAR_INVALID: &str = "VarInvalid";
+    /// The object a var reads does not exist yet; the coupling waits for it.
+    pub const VAR_PENDING: &str = "VarPending";
+    /// A config hook or source answers differently to the same inputs.
+    pub const CONFIG_FLAPPING: &str = "ConfigFlapping";
+    /// The owner's ServiceAccount may not read or write an object it needs to (RBAC).
+    pub const RESOURCE_FORBIDDEN: &str = "ResourceForbidden";
+    /// Server-side apply of an object conflicts with fields another field manager owns.
+    pub const RESOURCE_CONFLICT: &str = "ResourceConflict";
+    /// An object of the same name exists that plugboard did not create for this owner.
+    pub const RESOURCE_NOT_OWNED: &str = "ResourceNotOwned";
+    /// The API server does not serve a kind named in the spec (a typo, or a CRD not installed).
+    pub const UNKNOWN_KIND: &str = "UnknownKind";
+    /// Reading or acting on an object failed for another reason.
+    pub const RESOURCE_FAILED: &str = "ResourceFailed";
+    /// The Socket a Plug names reports a failure of its own.
+    pub const SOCKET_NOT_READY: &str = "SocketNotReady";
     /// The Socket is set up and admits Plugs.
     pub const SOCKET_READY: &str = "SocketReady";
 }

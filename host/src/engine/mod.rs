@@ -4,8 +4,10 @@
 pub mod admission;
 pub mod checksum;
 pub mod config;
+pub mod lifecycle;
 pub mod resources;
 pub mod template;
+pub mod vars;
 
 use std::collections::BTreeMap;
 
