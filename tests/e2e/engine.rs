@@ -5,11 +5,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use plugboard::crd::{Plug, Socket};
 use plugboard_tests::scenario::{DEADLINE, Scenario, plug_condition};
 use plugboard_tests::wait_for;
 use serde_json::{Value, json};
+
+/// A finalizer the tests put on a Plug to keep it after plugboard has released it.
+const HOLD: &str = "plugboard.dev/test-hold";
 
 /// Every verb a ServiceAccount needs to apply, recreate and delete objects.
 pub(crate) const READ_WRITE: &[&str] = &[
@@ -438,6 +441,7 @@ async fn resource_naming_another_namespace_is_refused() {
     .await;
     let refused = sc.wait_plug_reason(&ns, "app", "ResourceInvalid").await;
     let message = ready_message(&refused);
+    eprintln!("refused: {message}");
     assert!(message.contains(&format!("must be {ns}")), "{message}");
     assert!(message.contains(&other), "{message}");
     assert_eq!(plug_condition(&refused, "Ready").unwrap().status, "False");
@@ -486,6 +490,8 @@ async fn decouple_deletes_what_was_applied_except_retained_and_never_touches_oth
             "socket": {"name": "db"},
             "resources": [
                 {"when": ["coupled"], "template": config_map("plug-side", json!({}))},
+                {"when": ["coupled"], "retainWhenDecoupled": true,
+                 "template": config_map("plug-kept", json!({}))},
                 // No `when`: never applied, but deleted at decouple, if it were plugboard's.
                 {"template": config_map("foreign", json!({}))}
             ]
@@ -493,25 +499,45 @@ async fn decouple_deletes_what_was_applied_except_retained_and_never_touches_oth
     )
     .await;
     sc.wait_plug_ready(&ns, "app").await;
-    for name in ["plug-side", "socket-for-app", "socket-kept-app"] {
+    for name in [
+        "plug-side",
+        "plug-kept",
+        "socket-for-app",
+        "socket-kept-app",
+    ] {
         wait_config_map(&sc, &ns, name).await;
     }
 
-    sc.api::<Plug>(&ns)
-        .delete("app", &DeleteParams::default())
+    // The test's own finalizer keeps the deleted Plug, and with it the garbage collector away
+    // from the Plug's objects (they name it in ownerReferences): whatever goes, plugboard deleted.
+    let plugs = sc.api::<Plug>(&ns);
+    let hold = |finalizers: &[&str]| {
+        json!({"apiVersion": "plugboard.dev/v1alpha1", "kind": "Plug",
+               "metadata": {"name": "app", "finalizers": finalizers}})
+    };
+    let as_test = PatchParams::apply("plugboard-tests");
+    plugs
+        .patch("app", &as_test, &Patch::Apply(hold(&[HOLD])))
         .await
         .unwrap();
-    // The finalizer is released once decoupling is done.
-    sc.wait::<Plug, _>(&ns, "app", "the Plug to be gone", |p| p.is_none())
-        .await;
+    plugs.delete("app", &DeleteParams::default()).await.unwrap();
+    // plugboard releases its finalizer once decoupling is done.
+    sc.wait::<Plug, _>(&ns, "app", "plugboard to release the Plug", |p| {
+        p.is_some_and(|p| {
+            p.metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .all(|f| f.as_str() == HOLD)
+        })
+    })
+    .await;
     wait_config_map_gone(&sc, &ns, "plug-side").await;
     wait_config_map_gone(&sc, &ns, "socket-for-app").await;
-    let kept = sc
-        .api::<ConfigMap>(&ns)
-        .get_opt("socket-kept-app")
-        .await
-        .unwrap();
-    assert!(kept.is_some(), "a retained resource was deleted");
+    for name in ["plug-kept", "socket-kept-app"] {
+        let kept = sc.api::<ConfigMap>(&ns).get_opt(name).await.unwrap();
+        assert!(kept.is_some(), "retained {name} was deleted");
+    }
     let foreign = sc.api::<ConfigMap>(&ns).get("foreign").await.unwrap();
     assert_eq!(data(&foreign, "owner"), "someone else");
     let warning = wait_warning(&sc, &ns, "Plug", "ResourceNotOwned").await;
@@ -519,6 +545,13 @@ async fn decouple_deletes_what_was_applied_except_retained_and_never_touches_oth
         warning.message.unwrap_or_default().contains("foreign"),
         "the Warning names the object"
     );
+
+    plugs
+        .patch("app", &as_test, &Patch::Apply(hold(&[])))
+        .await
+        .unwrap();
+    sc.wait::<Plug, _>(&ns, "app", "the Plug to be gone", |p| p.is_none())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,6 +635,7 @@ async fn service_account_permissions_bound_sources_and_resources() {
     // The operator may read every Secret; the Plug's ServiceAccount may not.
     let denied = sc.wait_plug_reason(&ns, "app", "SourceUnavailable").await;
     let message = ready_message(&denied);
+    eprintln!("denied: {message}");
     assert!(
         message.contains(&format!("Secret {ns}/app-creds")),
         "{message}"
@@ -620,6 +654,7 @@ async fn service_account_permissions_bound_sources_and_resources() {
     .await;
     let forbidden = sc.wait_plug_reason(&ns, "app", "ResourceForbidden").await;
     let message = ready_message(&forbidden);
+    eprintln!("forbidden: {message}");
     assert!(
         message.contains(&format!("ServiceAccount {ns}/default")),
         "{message}"

@@ -28,14 +28,6 @@ fn calls_to(rec: &Recorder, path: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Lets the operator run `passes` more reconciles of Plugs (each re-check is one).
-async fn let_reconcile(sc: &Scenario, passes: usize) {
-    for _ in 0..passes {
-        let before = sc.metrics();
-        sc.wait_reconciled(before, true, false).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edited_source_secret_fires_updated_once_within_the_recheck_delay() {
     let mut sc = Scenario::new("engine-recheck").await;
@@ -100,8 +92,21 @@ async fn edited_source_secret_fires_updated_once_within_the_recheck_delay() {
         RECHECK.as_secs()
     );
 
-    // Several more re-checks see the same Secret: nothing more fires.
-    let_reconcile(&sc, 3).await;
+    // Several more re-checks see the same Secret: nothing more fires. Each re-check asks the
+    // Plug's apparatus for its config, so those calls count the passes.
+    let seen = calls_to(&rec, "/plug/config").len();
+    wait_for("three more re-checks", RECHECK * 10, || async {
+        let now = calls_to(&rec, "/plug/config").len();
+        if now >= seen + 3 {
+            Ok(())
+        } else {
+            Err(format!("{} config calls since the update", now - seen))
+        }
+    })
+    .await
+    .unwrap();
+    // Let the pass in progress finish.
+    sc.wait_reconciled(sc.metrics(), true, false).await;
     let plug_updated = calls_to(&rec, "/plug/updated");
     let socket_updated = calls_to(&rec, "/socket/updated");
     assert_eq!(plug_updated.len(), 1, "{:?}", rec.hook_calls());
@@ -143,15 +148,19 @@ async fn flapping_config_hook_stops_with_a_condition_and_fires_no_updated() {
 
     // Poke the Plug and let it reconcile: still no updated hook anywhere.
     let before = sc.metrics();
-    sc.patch::<plugboard::crd::Plug>(
-        &ns,
-        "app",
-        json!({"metadata": {"labels": {"poke": "1"}}}),
-    )
-    .await;
+    sc.patch::<plugboard::crd::Plug>(&ns, "app", json!({"metadata": {"labels": {"poke": "1"}}}))
+        .await;
     sc.wait_reconciled(before, true, false).await;
     let still = sc.wait_plug_reason(&ns, "app", "ConfigFlapping").await;
     assert!(still.status.unwrap().coupled_socket.is_some());
-    assert!(calls_to(&rec, "/plug/updated").is_empty(), "{:?}", rec.hook_calls());
-    assert!(calls_to(&rec, "/socket/updated").is_empty(), "{:?}", rec.hook_calls());
+    assert!(
+        calls_to(&rec, "/plug/updated").is_empty(),
+        "{:?}",
+        rec.hook_calls()
+    );
+    assert!(
+        calls_to(&rec, "/socket/updated").is_empty(),
+        "{:?}",
+        rec.hook_calls()
+    );
 }
