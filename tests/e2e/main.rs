@@ -8,5 +8,6 @@
 
 mod api;
 mod coupling;
+mod deferred;
 mod rbac;
 mod wasm;

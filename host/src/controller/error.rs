@@ -125,6 +125,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Reading or acting on a Kubernetes object as the owner's ServiceAccount failed.
+    #[error(transparent)]
+    Object(Box<super::objects::ObjectError>),
     /// An object could not be turned into JSON.
     #[error("failed to encode {what} as JSON")]
     Encode {
@@ -153,11 +156,15 @@ impl Error {
             Error::Decouple { .. } => reasons::DECOUPLE_FAILED,
             Error::Oci { source, .. } => source.reason(),
             Error::Wasm { source, .. } => source.reason(),
+            Error::Object(source) => source.reason(),
         }
     }
 
     /// Whether only a spec change can fix this (so retrying on a timer is pointless).
     pub fn needs_spec_change(&self) -> bool {
+        if let Error::Object(source) = self {
+            return source.needs_spec_change();
+        }
         matches!(
             self,
             Error::Unsupported(_)
@@ -179,6 +186,12 @@ impl Error {
     /// its parent already contains. Bounded to 1 KiB.
     pub fn message(&self) -> String {
         chain(self)
+    }
+}
+
+impl From<super::objects::ObjectError> for Error {
+    fn from(source: super::objects::ObjectError) -> Self {
+        Error::Object(Box::new(source))
     }
 }
 

@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types.
 pub mod types {
-    /// The object does what it is for: a Plug is coupled with results, a Socket is serving.
+    /// The object does what it is for: a Plug is coupled with results, a Socket is serving, a
+    /// DeferredResource's object exists.
     pub const READY: &str = "Ready";
     /// Where the object is in the coupling lifecycle; the reason names the phase.
     pub const COUPLED: &str = "Coupled";
@@ -62,6 +63,22 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     /// The Socket is set up and admits Plugs.
     pub const SOCKET_READY: &str = "SocketReady";
+    /// The owner's ServiceAccount may not read or write an object it needs to (RBAC).
+    pub const RESOURCE_FORBIDDEN: &str = "ResourceForbidden";
+    /// Server-side apply of an object conflicts with fields another field manager owns.
+    pub const RESOURCE_CONFLICT: &str = "ResourceConflict";
+    /// An object of the same name exists that plugboard did not create for this owner.
+    pub const RESOURCE_NOT_OWNED: &str = "ResourceNotOwned";
+    /// The API server does not serve a kind named in the spec (a typo, or a CRD not installed).
+    pub const UNKNOWN_KIND: &str = "UnknownKind";
+    /// Reading or acting on an object failed for another reason.
+    pub const RESOURCE_FAILED: &str = "ResourceFailed";
+    /// The spec cannot be acted on as written; the message says which field to fix.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A DeferredResource waits for its delay to pass or for the objects it waits for.
+    pub const WAITING: &str = "Waiting";
+    /// A DeferredResource's object exists (it created it, or found it already there).
+    pub const RESOURCE_CREATED: &str = "ResourceCreated";
 }
 
 /// A condition as a reconcile wants it, before timestamps are assigned.
