@@ -8,6 +8,7 @@
 
 mod api;
 mod coupling;
+mod deferred;
 mod plan;
 mod rbac;
 mod wasm;
