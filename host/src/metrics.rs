@@ -10,7 +10,9 @@ pub struct Metrics {
     pub plug_reconciles: AtomicU64,
     /// Socket reconciles completed (successfully or not).
     pub socket_reconciles: AtomicU64,
-    /// Status writes (Plug and Socket).
+    /// DeferredResource reconciles completed (successfully or not).
+    pub deferred_reconciles: AtomicU64,
+    /// Status writes (Plug, Socket and DeferredResource).
     pub status_writes: AtomicU64,
     /// Finalizer additions and removals.
     pub finalizer_writes: AtomicU64,
@@ -33,6 +35,8 @@ pub struct Snapshot {
     pub plug_reconciles: u64,
     /// Socket reconciles run.
     pub socket_reconciles: u64,
+    /// DeferredResource reconciles run.
+    pub deferred_reconciles: u64,
     /// Status writes.
     pub status_writes: u64,
     /// Finalizer writes.
@@ -68,6 +72,7 @@ impl Metrics {
         Snapshot {
             plug_reconciles: get(&self.plug_reconciles),
             socket_reconciles: get(&self.socket_reconciles),
+            deferred_reconciles: get(&self.deferred_reconciles),
             status_writes: get(&self.status_writes),
             finalizer_writes: get(&self.finalizer_writes),
             secret_writes: get(&self.secret_writes),

@@ -8,6 +8,7 @@
 
 mod api;
 mod coupling;
+mod deferred;
 mod engine;
 mod engine_recheck;
 mod engine_values;

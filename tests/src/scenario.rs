@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use plugboard::controller::{Operator, Options};
-use plugboard::crd::{Plug, Socket};
+use plugboard::crd::{DeferredResource, Plug, Socket};
 use plugboard::metrics::Snapshot;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -219,6 +219,17 @@ impl Scenario {
             .unwrap_or_else(|e| panic!("failed to create Socket {name}: {e}"))
     }
 
+    /// Creates a DeferredResource in `ns` from a JSON spec.
+    pub async fn deferred(&self, ns: &str, name: &str, spec: Value) -> DeferredResource {
+        let dr: DeferredResource =
+            serde_json::from_value(self.object("DeferredResource", name, spec))
+                .unwrap_or_else(|e| panic!("test DeferredResource {name} is not valid: {e}"));
+        self.api::<DeferredResource>(ns)
+            .create(&PostParams::default(), &dr)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create DeferredResource {name}: {e}"))
+    }
+
     /// Merge-patches an object's spec (or anything else) with `patch`.
     pub async fn patch<K>(&self, ns: &str, name: &str, patch: Value) -> K
     where
@@ -339,6 +350,27 @@ impl Scenario {
         .unwrap_or_else(|| unreachable!("the Socket exists"))
     }
 
+    /// Waits until a DeferredResource's Ready condition has `reason`, and returns it.
+    pub async fn wait_deferred_reason(
+        &self,
+        ns: &str,
+        name: &str,
+        reason: &str,
+    ) -> DeferredResource {
+        self.wait::<DeferredResource, _>(
+            ns,
+            name,
+            &format!("DeferredResource {ns}/{name} to show reason {reason}"),
+            |d| {
+                d.is_some_and(|d| {
+                    deferred_condition(d, "Ready").is_some_and(|c| c.reason == reason)
+                })
+            },
+        )
+        .await
+        .unwrap_or_else(|| unreachable!("the DeferredResource exists"))
+    }
+
     /// Waits until the running operator has completed more reconciles than `before` of each
     /// kind asked for, so whatever triggered them has been fully handled.
     pub async fn wait_reconciled(&self, before: Snapshot, plugs: bool, sockets: bool) {
@@ -368,6 +400,13 @@ pub fn plug_condition<'a>(plug: &'a Plug, type_: &str) -> Option<&'a Condition> 
 pub fn socket_condition<'a>(socket: &'a Socket, type_: &str) -> Option<&'a Condition> {
     socket
         .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// A condition of a DeferredResource.
+pub fn deferred_condition<'a>(dr: &'a DeferredResource, type_: &str) -> Option<&'a Condition> {
+    dr.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
 }

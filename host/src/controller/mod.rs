@@ -1,4 +1,4 @@
-//! The operator: Plug and Socket controllers sharing one [`Context`].
+//! The operator: Plug, Socket and DeferredResource controllers sharing one [`Context`].
 //!
 //! Each object's status has exactly one writer: the Plug controller writes Plug status (and
 //! runs the coupling hooks of both sides, once per Plug), the Socket controller writes Socket
@@ -6,6 +6,7 @@
 //! coupling at once never race on the Socket's status. Changes to a Socket wake exactly the
 //! Plugs that reference it or are coupled to it; changes to a Plug wake its Socket.
 
+mod deferred;
 mod error;
 mod hooks;
 pub mod objects;
@@ -33,7 +34,7 @@ use kube::{Api, Client, Config, ResourceExt as _};
 use tokio::task::JoinHandle;
 
 use crate::apparatus::http::{HttpApparatus, HttpOptions};
-use crate::crd::{Plug, Socket};
+use crate::crd::{DeferredResource, Plug, Socket};
 use crate::engine::template::TemplateLimits;
 use crate::metrics::Metrics;
 use crate::oci::{ComponentStore, StoreOptions};
@@ -43,7 +44,8 @@ pub use error::Error;
 pub use objects::ObjectError;
 pub use plan::{PlanReport, plan};
 
-/// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run.
+/// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run, and a
+/// DeferredResource until the object it created is deleted.
 pub const FINALIZER: &str = "plugboard.dev/finalizer";
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "plugboard";
@@ -55,7 +57,8 @@ pub const FORCE_DECOUPLE_ANNOTATION: &str = "plugboard.dev/force-decouple";
 pub struct Options {
     /// Watch only this namespace (all namespaces when unset).
     pub namespace: Option<String>,
-    /// Manage only Plugs and Sockets whose labels match this selector (for sharding).
+    /// Manage only Plugs, Sockets and DeferredResources whose labels match this selector (for
+    /// sharding).
     pub selector: Option<String>,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
@@ -278,8 +281,15 @@ pub async fn run(
 
     let plug_controller = controller::Controller::new(plugs_api.clone(), wc.clone())
         .with_config(controller_config.clone());
-    let socket_controller =
-        controller::Controller::new(sockets_api.clone(), wc.clone()).with_config(controller_config);
+    let socket_controller = controller::Controller::new(sockets_api.clone(), wc.clone())
+        .with_config(controller_config.clone());
+    // DeferredResources stand alone: nothing else wakes them, only their own changes and the
+    // timers their reconciles set.
+    let deferred_controller = controller::Controller::new(
+        scoped::<DeferredResource>(&client, namespace.as_deref()),
+        wc.clone(),
+    )
+    .with_config(controller_config);
 
     // Each controller reads the other kind from a store fed by the very watch that wakes it,
     // so a reconcile woken by a change always sees that change.
@@ -398,18 +408,26 @@ pub async fn run(
             }
         });
     let socket_run = socket_controller
-        .graceful_shutdown_on(stopped(stop_rx))
-        .run(socket::reconcile, socket::error_policy, ctx)
+        .graceful_shutdown_on(stopped(stop_rx.clone()))
+        .run(socket::reconcile, socket::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket reconcile did not complete");
+            }
+        });
+    let deferred_run = deferred_controller
+        .graceful_shutdown_on(stopped(stop_rx))
+        .run(deferred::reconcile, deferred::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "deferred resource reconcile did not complete");
             }
         });
     let trigger = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(plug_run, socket_run, trigger);
+    tokio::join!(plug_run, socket_run, deferred_run, trigger);
     Ok(())
 }
 

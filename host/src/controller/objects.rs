@@ -357,7 +357,8 @@ async fn resolve(ctx: &Context, api_version: &str, kind: &str) -> Result<ApiReso
                     found
                 }
                 Err(kube::Error::Discovery(_)) => return Err(unknown()),
-                Err(kube::Error::Api(status)) if status.is_not_found() => return Err(unknown()),
+                // A group version the server does not serve answers with a plain-text 404.
+                Err(kube::Error::Api(status)) if status.code == 404 => return Err(unknown()),
                 Err(source) => {
                     return Err(ObjectError::Discovery {
                         api_version: api_version.to_owned(),
@@ -541,7 +542,7 @@ impl Target {
         });
         match self.api.delete(&self.name, &params).await {
             Ok(_) => Ok(ObjectOutcome::Deleted { uid }),
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(ObjectOutcome::Absent),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(ObjectOutcome::Absent),
             Err(e) => Err(self.error(e, Verb::Delete)),
         }
     }
@@ -597,7 +598,8 @@ fn classify(
     what: &str,
 ) -> ObjectError {
     match &source {
-        kube::Error::Api(status) if status.is_forbidden() => ObjectError::Forbidden {
+        // By code: kube's `is_forbidden` and `is_conflict` look only at the reason.
+        kube::Error::Api(status) if status.code == 403 => ObjectError::Forbidden {
             service_account: service_account.to_owned(),
             verb: verb.rbac(),
             resource: rbac_resource(resource),
@@ -606,7 +608,7 @@ fn classify(
             message: bounded(&status.message),
         },
         kube::Error::Api(status)
-            if status.is_conflict() && matches!(verb, Verb::Patch | Verb::Create) =>
+            if status.code == 409 && matches!(verb, Verb::Patch | Verb::Create) =>
         {
             ObjectError::Conflict {
                 what: what.to_owned(),

@@ -91,6 +91,9 @@ impl Outcome {
     fn failed(error: &Error, ctx: &Context) -> Self {
         let action = if error.needs_spec_change() {
             Action::await_change()
+        } else if matches!(error, Error::ConfigFlapping) {
+            // Looking again sooner would only call the flapping hook more often.
+            requeue(recheck_delay(ctx))
         } else {
             requeue(ctx.options.retry)
         };

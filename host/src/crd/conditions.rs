@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types.
 pub mod types {
-    /// The object does what it is for: a Plug is coupled with results, a Socket is serving.
+    /// The object does what it is for: a Plug is coupled with results, a Socket is serving, a
+    /// DeferredResource's object exists.
     pub const READY: &str = "Ready";
     /// Where the object is in the coupling lifecycle; the reason names the phase.
     pub const COUPLED: &str = "Coupled";
@@ -84,6 +85,12 @@ pub mod reasons {
     pub const SOCKET_NOT_READY: &str = "SocketNotReady";
     /// The Socket is set up and admits Plugs.
     pub const SOCKET_READY: &str = "SocketReady";
+    /// The spec cannot be acted on as written; the message says which field to fix.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A DeferredResource waits for its delay to pass or for the objects it waits for.
+    pub const WAITING: &str = "Waiting";
+    /// A DeferredResource's object exists (it created it, or found it already there).
+    pub const RESOURCE_CREATED: &str = "ResourceCreated";
 }
 
 /// A condition as a reconcile wants it, before timestamps are assigned.

@@ -1,10 +1,12 @@
-//! The `plugboard.dev/v1alpha1` API: `Plug` and `Socket`, their status, and CRD generation.
+//! The `plugboard.dev/v1alpha1` API: `Plug`, `Socket` and `DeferredResource`, their status, and
+//! CRD generation.
 //!
 //! The CRDs are generated from these types; `plugboard crds` prints them and the Helm chart
 //! holds a copy that a test keeps in step.
 
 pub mod apparatus;
 pub mod conditions;
+pub mod deferred;
 mod schema;
 pub mod shared;
 pub mod status;
@@ -13,6 +15,9 @@ mod plug;
 mod socket;
 
 pub use apparatus::{ApparatusKind, ApparatusSpec, WasmApparatus, WasmLimits};
+pub use deferred::{
+    DeferredObjectRef, DeferredResource, DeferredResourceSpec, DeferredResourceStatus, WaitFor,
+};
 pub use plug::{Plug, PlugSpec, SocketRef};
 pub use shared::{
     LifecyclePoint, Resource, ResourceAction, ResultResource, SideSpec, Var, VarFieldRef,
@@ -34,7 +39,7 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD plugboard serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Plug::crd(), Socket::crd()]
+    vec![Plug::crd(), Socket::crd(), DeferredResource::crd()]
 }
 
 /// Failure to render the CRDs as YAML.
@@ -83,8 +88,15 @@ mod tests {
             .iter()
             .map(|c| c.metadata.name.clone().unwrap_or_default())
             .collect();
-        assert_eq!(names, ["plugs.plugboard.dev", "sockets.plugboard.dev"]);
-        for (crd, short) in crds.iter().zip(["plug", "sock"]) {
+        assert_eq!(
+            names,
+            [
+                "plugs.plugboard.dev",
+                "sockets.plugboard.dev",
+                "deferredresources.plugboard.dev"
+            ]
+        );
+        for (crd, short) in crds.iter().zip(["plug", "sock", "dr"]) {
             assert_eq!(crd.spec.scope, "Namespaced");
             assert_eq!(
                 crd.spec.names.short_names.as_deref(),
