@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::Api;
+use kube::{Api, ResourceExt as _};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use plugboard::crd::{Plug, Socket};
 use plugboard_tests::recorder::{Recorder, Reply};
@@ -615,7 +615,7 @@ async fn cross_namespace_plug_is_refused_admitted_by_selector_and_decoupled_when
     sc.start().await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
-    let other = sc.env.namespace("couple-xns-plugs").await.unwrap();
+    let other = sc.namespace("couple-xns-plugs").await;
     let other = other.name().to_owned();
     sc.socket(&ns, "db", json!({"apparatus": endpoint(&rec, "/socket")}))
         .await;
@@ -997,6 +997,70 @@ async fn failing_decouple_keeps_the_finalizer_until_forced() {
         })
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_decouple_is_removed_once_a_plug_has_switched_sockets() {
+    let mut sc = Scenario::new("couple-force-clear").await;
+    let rec = Recorder::start().await;
+    let ns = coupled_pair(&mut sc, &rec, json!({})).await;
+    sc.socket(&ns, "db2", json!({"apparatus": endpoint(&rec, "/socket2")}))
+        .await;
+    sc.wait_socket_ready(&ns, "db2").await;
+    // The decouple from `db` fails, so only the force gets the Plug across.
+    rec.reply("/plug/decoupled", Reply::Status(500));
+    sc.patch::<Plug>(
+        &ns,
+        "app",
+        json!({
+            "metadata": {"annotations": {"plugboard.dev/force-decouple": "true"}},
+            "spec": {"socket": {"name": "db2"}},
+        }),
+    )
+    .await;
+    let plug = sc
+        .wait::<Plug, _>(
+            &ns,
+            "app",
+            "the Plug to couple to db2 and lose its force annotation",
+            |p| {
+                p.is_some_and(|p| {
+                    let coupled = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.coupled_socket.as_ref())
+                        .is_some_and(|c| c.name == "db2");
+                    coupled && !p.annotations().contains_key("plugboard.dev/force-decouple")
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert!(plug.metadata.deletion_timestamp.is_none());
+    assert!(!calls_to(&rec, "/socket/decoupled").is_empty());
+    wait_warning(&sc, &ns, "DecoupleFailed").await;
+    sc.wait_plug_ready(&ns, "app").await;
+
+    // The force is spent: the next failing decouple (deleting the Plug) stops and says why.
+    sc.api::<Plug>(&ns)
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stuck = sc.wait_plug_reason(&ns, "app", "DecoupleFailed").await;
+    assert!(stuck.metadata.deletion_timestamp.is_some());
+    assert!(
+        !stuck
+            .annotations()
+            .contains_key("plugboard.dev/force-decouple")
+    );
+    sc.patch::<Plug>(
+        &ns,
+        "app",
+        json!({"metadata": {"annotations": {"plugboard.dev/force-decouple": "true"}}}),
+    )
+    .await;
+    sc.wait::<Plug, _>(&ns, "app", "the forced Plug to be gone", |p| p.is_none())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

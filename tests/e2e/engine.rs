@@ -216,7 +216,7 @@ async fn coupled_resources_land_in_each_owners_namespace_applied_by_plugboard() 
     let mut sc = Scenario::new("engine-land").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    let other = sc.env.namespace("engine-land-plugs").await.unwrap();
+    let other = sc.namespace("engine-land-plugs").await;
     let other = other.name().to_owned();
     grant_config_maps(&sc, &other).await;
     sc.grant(
@@ -427,7 +427,7 @@ async fn resource_naming_another_namespace_is_refused() {
     let mut sc = Scenario::new("engine-xns").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    let other = sc.env.namespace("engine-xns-target").await.unwrap();
+    let other = sc.namespace("engine-xns-target").await;
     let other = other.name().to_owned();
     grant_config_maps(&sc, &ns).await;
     sc.socket(&ns, "db", json!({})).await;

@@ -12,6 +12,7 @@ mod deferred;
 mod engine;
 mod engine_recheck;
 mod engine_values;
+mod optin;
 mod plan;
 mod rbac;
 mod wasm;

@@ -11,7 +11,8 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
-use plugboard::controller::{Operator, Options};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use plugboard::controller::{IMPERSONATION_ALLOWED, IMPERSONATION_LABEL, Operator, Options};
 use plugboard::crd::{DeferredResource, Plug, Socket};
 use plugboard::metrics::Snapshot;
 use serde::de::DeserializeOwned;
@@ -82,13 +83,56 @@ impl Scenario {
             .await
             .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         let run = ns.name().to_owned();
-        Scenario {
+        let sc = Scenario {
             options: test_options(&run),
             env,
             ns,
             run,
             operator: None,
-        }
+        };
+        // What a namespace's owner does for the ServiceAccount their Plugs use.
+        sc.opt_in(sc.ns.name(), "default").await;
+        sc
+    }
+
+    /// Another namespace for this test, whose `default` ServiceAccount opted in to plugboard
+    /// acting as it.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        let ns = self
+            .env
+            .namespace(prefix)
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        self.opt_in(ns.name(), "default").await;
+        ns
+    }
+
+    /// Opts ServiceAccount `ns/name` in to plugboard acting as it (creating it if missing), as
+    /// its namespace's owner would: `kubectl label serviceaccount <name>
+    /// plugboard.dev/impersonation=allowed`.
+    pub async fn opt_in(&self, ns: &str, name: &str) {
+        let sa = json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "labels": {IMPERSONATION_LABEL: IMPERSONATION_ALLOWED}},
+        });
+        self.api::<ServiceAccount>(ns)
+            .patch(
+                name,
+                &PatchParams::apply("plugboard-tests-opt-in"),
+                &Patch::Apply(&sa),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("failed to opt in ServiceAccount {ns}/{name}: {e}"));
+    }
+
+    /// Withdraws ServiceAccount `ns/name`'s opt-in (removes the label).
+    pub async fn opt_out(&self, ns: &str, name: &str) {
+        let patch = json!({"metadata": {"labels": {IMPERSONATION_LABEL: null}}});
+        self.api::<ServiceAccount>(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("failed to opt out ServiceAccount {ns}/{name}: {e}"));
     }
 
     /// Starts the operator with the current options, as a ServiceAccount that has exactly the

@@ -405,6 +405,8 @@ async fn pass(
     let what = plan.what();
     let ns = plan.owner.namespace.as_str();
     let sa = plan.owner.service_account.as_str();
+    // Nothing is read or created as a ServiceAccount that has not opted in.
+    ctx.require_opt_in(ns, sa).await?;
     let recorded = status.resource.as_ref().is_some_and(|r| plan.is(r));
     if !recorded {
         let created = dr.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -515,11 +517,12 @@ async fn finalize(ctx: &Context, dr: &DeferredResource) -> Result<Action, Error>
                 }
             }
             // Transient: keep the finalizer and retry.
-            Err(
-                error @ (ObjectError::Api { .. }
-                | ObjectError::Discovery { .. }
-                | ObjectError::ClientSetup { .. }),
-            ) => return Err(error.into()),
+            Err(error @ (ObjectError::Api { .. } | ObjectError::Discovery { .. })) => {
+                return Err(error.into());
+            }
+            Err(ObjectError::Impersonation(error)) if !error.is_not_allowed() => {
+                return Err(Error::Impersonation(error));
+            }
             Err(error) => {
                 let error = Error::from(error);
                 write::event(

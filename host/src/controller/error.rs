@@ -11,9 +11,10 @@ use crate::engine::config::MissingProperties;
 /// Why a reconcile step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An impersonating client could not be built.
-    #[error("failed to set up a client impersonating the owner's ServiceAccount")]
-    ClientSetup(#[source] kube::Error),
+    /// plugboard may not, or could not, act as the owner's ServiceAccount (it has not opted
+    /// in, or a client acting as it could not be built).
+    #[error(transparent)]
+    Impersonation(super::optin::ImpersonationError),
     /// The HTTP apparatus client could not be built.
     #[error("failed to set up the HTTP apparatus client: {0}")]
     HttpSetup(String),
@@ -207,8 +208,7 @@ impl Error {
     /// The condition and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::ClientSetup(_)
-            | Error::HttpSetup(_)
+            Error::HttpSetup(_)
             | Error::Api { .. }
             | Error::Encode { .. } => "ReconcileError",
             Error::SourceRead { .. } | Error::SourceNotText { .. } => reasons::SOURCE_UNAVAILABLE,
@@ -227,6 +227,7 @@ impl Error {
             Error::Oci { source, .. } => source.reason(),
             Error::Object(source) => source.reason(),
             Error::Wasm { source, .. } => source.reason(),
+            Error::Impersonation(source) => source.reason(),
         }
     }
 

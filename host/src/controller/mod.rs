@@ -10,6 +10,7 @@ mod deferred;
 mod error;
 mod hooks;
 pub mod objects;
+mod optin;
 mod plan;
 mod plug;
 mod render;
@@ -30,6 +31,8 @@ use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::core::PartialObjectMeta;
 use kube::{Api, Client, Config, ResourceExt as _};
 use tokio::task::JoinHandle;
 
@@ -42,6 +45,7 @@ use crate::wasm::{WasmOptions, WasmRuntime};
 
 pub use error::Error;
 pub use objects::ObjectError;
+pub use optin::{IMPERSONATION_ALLOWED, IMPERSONATION_LABEL, ImpersonationError};
 pub use plan::{PlanReport, plan};
 
 /// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run, and a
@@ -122,6 +126,9 @@ pub struct Context {
     pub(crate) seeds: tokio::sync::Mutex<HashMap<String, [u8; 32]>>,
     /// Set when this context only plans (`plugboard plan`): nothing is called or written.
     pub(crate) plan: Option<plan::PlanMode>,
+    /// The ServiceAccounts that opted in to impersonation, from the operator's watch (none
+    /// when planning: every check then asks the API server).
+    pub(crate) opt_ins: Option<optin::OptIns>,
 }
 
 impl std::fmt::Debug for Context {
@@ -175,6 +182,7 @@ impl Context {
             metrics,
             seeds: tokio::sync::Mutex::new(HashMap::new()),
             plan: None,
+            opt_ins: None,
         })
     }
 
@@ -183,15 +191,38 @@ impl Context {
     pub(crate) async fn client_as(&self, namespace: &str, name: &str) -> Result<Client, Error> {
         self.impersonate(namespace, name)
             .await
-            .map_err(Error::ClientSetup)
+            .map_err(Error::Impersonation)
     }
 
-    /// [`Context::client_as`] with the bare client error.
+    /// Fails unless ServiceAccount `namespace/name` opted in to being acted as (see
+    /// [`optin`]). Reconciles call it before running any hook; [`Context::impersonate`] calls it
+    /// on every use as well.
+    pub(crate) async fn require_opt_in(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        self.check_opt_in(namespace, name)
+            .await
+            .map_err(Error::Impersonation)
+    }
+
+    async fn check_opt_in(&self, namespace: &str, name: &str) -> Result<(), ImpersonationError> {
+        optin::check(
+            self.opt_ins.as_ref(),
+            &self.client,
+            namespace,
+            name,
+            self.plan.is_some(),
+        )
+        .await
+    }
+
+    /// [`Context::client_as`] with the bare error. The only place a client acting as a
+    /// ServiceAccount is made, and it checks the ServiceAccount's opt-in on every call (a
+    /// cached client never outlives a revoked opt-in).
     pub(crate) async fn impersonate(
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Client, kube::Error> {
+    ) -> Result<Client, ImpersonationError> {
+        self.check_opt_in(namespace, name).await?;
         let key = (namespace.to_owned(), name.to_owned());
         let mut clients = self.impersonated.lock().await;
         if let Some(client) = clients.get(&key) {
@@ -202,7 +233,12 @@ impl Context {
             config.auth_info.impersonate =
                 Some(format!("system:serviceaccount:{namespace}:{name}"));
         }
-        let client = Client::try_from(config)?;
+        let client =
+            Client::try_from(config).map_err(|source| ImpersonationError::Client {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                source: Box::new(source),
+            })?;
         if clients.len() >= MAX_IMPERSONATED_CLIENTS {
             clients.clear();
         }
@@ -392,7 +428,65 @@ pub async fn run(
         keys
     });
 
-    let ctx = Arc::new(Context::new(client, config, options, metrics, plugs)?);
+    // The ServiceAccounts that opted in to impersonation (metadata only, selected by label):
+    // read by every impersonation check, and a change wakes whatever acts as that
+    // ServiceAccount, so an opt-in takes effect at once and a revoked one at the next reconcile.
+    // The reflector updates the cache before it passes an event on, so the reconciles it wakes
+    // see the change. One watch feeds all three controllers through channels.
+    let (opt_ins, opt_in_writer) = reflector::store::<PartialObjectMeta<ServiceAccount>>();
+    let opt_in_events = reflector::reflector(
+        opt_in_writer,
+        watcher(
+            scoped::<PartialObjectMeta<ServiceAccount>>(&client, namespace.as_deref()),
+            watcher::Config::default().labels(&optin::selector()),
+        )
+        .default_backoff(),
+    )
+    .touched_objects();
+    let (plug_sa_tx, plug_sa_rx) = futures::channel::mpsc::channel(256);
+    let (socket_sa_tx, socket_sa_rx) = futures::channel::mpsc::channel(256);
+    let (deferred_sa_tx, deferred_sa_rx) = futures::channel::mpsc::channel(256);
+    let fan_out = async move {
+        let mut senders = [plug_sa_tx, socket_sa_tx, deferred_sa_tx];
+        let mut events = std::pin::pin!(opt_in_events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(sa) => {
+                    for tx in &mut senders {
+                        // A controller that stopped has dropped its receiver: nothing to wake.
+                        let _ = futures::SinkExt::send(tx, sa.clone()).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the ServiceAccount watch failed; retrying");
+                }
+            }
+        }
+    };
+    let plug_controller = plug_controller.watches_stream(
+        plug_sa_rx.map(Ok::<_, watcher::Error>),
+        using_service_account(plug_primary.clone(), |p: &Plug| {
+            p.spec.side.service_account_name.as_str()
+        }),
+    );
+    let socket_primary = socket_controller.store();
+    let socket_controller = socket_controller.watches_stream(
+        socket_sa_rx.map(Ok::<_, watcher::Error>),
+        using_service_account(socket_primary, |s: &Socket| {
+            s.spec.side.service_account_name.as_str()
+        }),
+    );
+    let deferred_primary = deferred_controller.store();
+    let deferred_controller = deferred_controller.watches_stream(
+        deferred_sa_rx.map(Ok::<_, watcher::Error>),
+        using_service_account(deferred_primary, |d: &DeferredResource| {
+            d.spec.service_account_name.as_str()
+        }),
+    );
+
+    let mut ctx = Context::new(client, config, options, metrics, plugs)?;
+    ctx.opt_ins = Some(opt_ins);
+    let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -415,6 +509,15 @@ pub async fn run(
                 tracing::debug!(error = %e, "socket reconcile did not complete");
             }
         });
+    let fan_out = {
+        let stop = stopped(stop_rx.clone());
+        async move {
+            tokio::select! {
+                () = fan_out => {}
+                () = stop => {}
+            }
+        }
+    };
     let deferred_run = deferred_controller
         .graceful_shutdown_on(stopped(stop_rx))
         .run(deferred::reconcile, deferred::error_policy, ctx)
@@ -427,7 +530,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(plug_run, socket_run, deferred_run, trigger);
+    tokio::join!(plug_run, socket_run, deferred_run, fan_out, trigger);
     Ok(())
 }
 
@@ -525,6 +628,27 @@ impl PlugFingerprint {
             keys.push(key.clone());
         }
         keys
+    }
+}
+
+/// A mapper from an opted-in ServiceAccount (or one that just stopped being one) to the objects
+/// in `store` that act as it.
+fn using_service_account<K>(
+    store: Store<K>,
+    service_account: fn(&K) -> &str,
+) -> impl Fn(PartialObjectMeta<ServiceAccount>) -> Vec<ObjectRef<K>> + Send + Sync + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    move |sa| {
+        let namespace = sa.namespace();
+        let name = sa.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == namespace && service_account(o) == name)
+            .map(|o| ObjectRef::from(&*o))
+            .collect()
     }
 }
 

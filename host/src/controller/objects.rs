@@ -4,7 +4,7 @@
 //!
 //! Every read and write goes through a client impersonating the owner's ServiceAccount
 //! ([`Context::client_as`]), so a tenant can never make plugboard do what their ServiceAccount
-//! may not. Only discovery (which kinds exist, their plural names and scope) uses the operator's
+//! may not — and only once that ServiceAccount has opted in (see `optin`). Only discovery (which kinds exist, their plural names and scope) uses the operator's
 //! own client; it reads no objects.
 //!
 //! Guarantees:
@@ -54,15 +54,10 @@ const MAX_API_MESSAGE: usize = 512;
 /// kind or another namespace needs the spec changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// A client impersonating the ServiceAccount could not be built.
-    #[error("failed to set up a client impersonating ServiceAccount {service_account}")]
-    ClientSetup {
-        /// `namespace/name`.
-        service_account: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
-    },
+    /// plugboard may not act as the ServiceAccount (it has not opted in), or could not set up
+    /// a client acting as it.
+    #[error(transparent)]
+    Impersonation(super::optin::ImpersonationError),
     /// The API server does not serve this kind (a typo, or a CRD not installed yet).
     #[error(
         "the API server does not serve kind {kind:?} in apiVersion {api_version:?}; check apiVersion and kind, or install the CustomResourceDefinition that defines it"
@@ -175,7 +170,8 @@ impl ObjectError {
             ObjectError::Conflict { .. } => reasons::RESOURCE_CONFLICT,
             ObjectError::NotOwned { .. } => reasons::RESOURCE_NOT_OWNED,
             ObjectError::UnknownKind { .. } => reasons::UNKNOWN_KIND,
-            ObjectError::ClientSetup { .. }
+            ObjectError::Impersonation(source) if source.is_not_allowed() => source.reason(),
+            ObjectError::Impersonation(_)
             | ObjectError::Discovery { .. }
             | ObjectError::ClusterScoped { .. }
             | ObjectError::WrongNamespace { .. }
@@ -385,10 +381,7 @@ async fn client_as(
 ) -> Result<Client, ObjectError> {
     ctx.impersonate(namespace, service_account)
         .await
-        .map_err(|source| ObjectError::ClientSetup {
-            service_account: format!("{namespace}/{service_account}"),
-            source,
-        })
+        .map_err(ObjectError::Impersonation)
 }
 
 /// A call on one object, as the RBAC verbs it needs and the words for messages.

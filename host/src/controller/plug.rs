@@ -402,6 +402,10 @@ async fn couple(
 ) -> Result<Outcome, Error> {
     let plug_owner = Owner::plug(plug);
     plug_owner.unsupported()?;
+    // Before anything runs: nothing is done for a side whose ServiceAccount has not opted in.
+    // A coupling that holds stays as it is (undoing it would mean acting as that
+    // ServiceAccount); status says why until the opt-in is back or the Plug goes.
+    plug_owner.require_opt_in(ctx).await?;
     status.apparatus = plug_owner.apparatus_status(ctx).await?;
     let plug_json = to_json("the Plug", plug)?;
 
@@ -486,6 +490,11 @@ async fn couple(
                 ],
             )
             .await?;
+        // The force was for this decouple only: left in place, it would silently pass over
+        // the failures of every later one too.
+        if forced(plug) {
+            clear_force(ctx, plug).await?;
+        }
     }
 
     if let Some(wait) = before.wait {
@@ -499,6 +508,7 @@ async fn couple(
     };
     let socket_owner = Owner::socket(&socket);
     socket_owner.unsupported()?;
+    socket_owner.require_opt_in(ctx).await?;
     let socket_json = to_json("the Socket", &*socket)?;
     let parties = Parties {
         plug,
@@ -665,6 +675,22 @@ fn forced(plug: &Plug) -> bool {
         .is_some_and(|v| v == "true")
 }
 
+/// Removes the force annotation once a decouple it allowed has completed on a Plug that stays,
+/// with a Normal Event saying so.
+async fn clear_force(ctx: &Context, plug: &Plug) -> Result<(), Error> {
+    if write::remove_annotation(ctx, plug, FORCE_DECOUPLE_ANNOTATION, "true").await? {
+        write::event(
+            ctx,
+            plug,
+            false,
+            reasons::FORCE_DECOUPLE_CLEARED,
+            format!("decoupled; removed {FORCE_DECOUPLE_ANNOTATION}, which applies to one decouple only"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
 /// Runs the decoupled hooks (Plug side, then Socket side when the Socket still exists), drops
 /// the results and clears the coupling from `status`. With the force annotation, failures are
 /// reported as Warning Events and passed over.
@@ -696,6 +722,12 @@ async fn decouple(
             other => other,
         }
     };
+    // Neither side's hooks run while its ServiceAccount has not opted in (with the force,
+    // they run, and whatever needs the ServiceAccount fails and is passed over).
+    pass(plug_owner.require_opt_in(ctx).await).await?;
+    if let Some(socket) = socket {
+        pass(Owner::socket(socket).require_opt_in(ctx).await).await?;
+    }
     match socket {
         Some(socket) => {
             let socket_json = to_json("the Socket", socket)?;
@@ -841,15 +873,20 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
                 seed: None,
                 limits: &ctx.options.templates,
             };
-            let ran = hooks::run(
-                ctx,
-                Owner::plug(plug),
-                plug,
-                LifecyclePoint::Deleted,
-                inputs,
-                &renderer,
-            )
-            .await;
+            let ran = match Owner::plug(plug).require_opt_in(ctx).await {
+                Ok(()) => {
+                    hooks::run(
+                        ctx,
+                        Owner::plug(plug),
+                        plug,
+                        LifecyclePoint::Deleted,
+                        inputs,
+                        &renderer,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
             match ran {
                 Err(error) if forced(plug) => {
                     write::event(ctx, plug, true, reasons::DECOUPLE_FAILED, error.message()).await;

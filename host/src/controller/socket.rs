@@ -154,15 +154,20 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
                 seed: None,
                 limits: &ctx.options.templates,
             };
-            let ran = hooks::run(
-                &ctx,
-                owner,
-                &*socket,
-                LifecyclePoint::Deleted,
-                inputs,
-                &renderer,
-            )
-            .await;
+            let ran = match owner.require_opt_in(&ctx).await {
+                Ok(()) => {
+                    hooks::run(
+                        &ctx,
+                        owner,
+                        &*socket,
+                        LifecyclePoint::Deleted,
+                        inputs,
+                        &renderer,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
             let forced = socket
                 .annotations()
                 .get(FORCE_DECOUPLE_ANNOTATION)
@@ -185,6 +190,12 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
     }
     if let Err(error) = owner.unsupported() {
         return failed(&ctx, &socket, status, &error).await;
+    }
+    // Nothing runs for a Socket whose ServiceAccount has not opted in.
+    match owner.require_opt_in(&ctx).await {
+        Ok(()) => {}
+        Err(error @ Error::Api { .. }) => return Err(error),
+        Err(error) => return failed(&ctx, &socket, status, &error).await,
     }
     match owner.apparatus_status(&ctx).await {
         Ok(apparatus) => status.apparatus = apparatus,

@@ -65,6 +65,12 @@ impl<'a> Owner<'a> {
         }
     }
 
+    /// Fails unless the side's ServiceAccount opted in to plugboard acting as it.
+    pub(crate) async fn require_opt_in(&self, ctx: &Context) -> Result<(), Error> {
+        ctx.require_opt_in(self.namespace, &self.spec.service_account_name)
+            .await
+    }
+
     /// The side's HTTP apparatus endpoint, if it has one.
     pub(crate) fn endpoint(&self) -> Result<Option<Endpoint>, Error> {
         let Some(apparatus) = &self.spec.apparatus else {

@@ -256,3 +256,49 @@ pub(crate) async fn delete_result_secret(
         }),
     }
 }
+
+/// Removes annotation `key` from `obj` if it still has `value` (a JSON patch with a `test` op, so
+/// a value someone changed in the meantime is left alone). Returns whether it was removed.
+pub(crate) async fn remove_annotation<K>(
+    ctx: &Context,
+    obj: &K,
+    key: &str,
+    value: &str,
+) -> Result<bool, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    // RFC 6901: `~` and `/` in a key are escaped as `~0` and `~1`.
+    let path = format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    );
+    let ops = json!([
+        { "op": "test", "path": path, "value": value },
+        { "op": "remove", "path": path },
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|source| Error::Encode {
+        what: "annotation patch",
+        source,
+    })?;
+    match api(ctx, obj)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        // Gone, or the annotation changed or went away meanwhile (the `test` failed): leave it.
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 422 => Ok(false),
+        Err(source) => Err(Error::Api {
+            action: "remove an annotation of",
+            what: describe(obj),
+            source: Box::new(source),
+        }),
+    }
+}

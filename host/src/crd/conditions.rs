@@ -91,6 +91,12 @@ pub mod reasons {
     pub const WAITING: &str = "Waiting";
     /// A DeferredResource's object exists (it created it, or found it already there).
     pub const RESOURCE_CREATED: &str = "ResourceCreated";
+    /// A forced decouple completed and its `plugboard.dev/force-decouple` annotation was
+    /// removed (Event reason).
+    pub const FORCE_DECOUPLE_CLEARED: &str = "ForceDecoupleCleared";
+    /// The owner's ServiceAccount has not opted in to being acted as by plugboard (or does not
+    /// exist).
+    pub const SERVICE_ACCOUNT_NOT_ALLOWED: &str = "ServiceAccountNotAllowed";
 }
 
 /// A condition as a reconcile wants it, before timestamps are assigned.
