@@ -80,9 +80,16 @@ struct RunArgs {
     /// Overall timeout of one HTTP apparatus call, in seconds.
     #[arg(long, default_value_t = 30)]
     http_timeout: u64,
-    /// Folder for downloaded WebAssembly components and their compiled forms.
+    /// Folder for downloaded WebAssembly components and their compiled forms (default
+    /// `$XDG_CACHE_HOME/plugboard`, else `$HOME/.cache/plugboard`). Created mode 700; one owned
+    /// by another user or writable by others is replaced by a fresh private folder.
     #[arg(long, env = "PLUGBOARD_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Key file that authenticates the compiled components in the cache, created mode 600 when
+    /// missing; keep it outside --cache-dir (default `$XDG_STATE_HOME/plugboard/cache.key`, else
+    /// `$HOME/.local/state/plugboard/cache.key`). Without one, every start recompiles.
+    #[arg(long, env = "PLUGBOARD_CACHE_KEY_FILE")]
+    cache_key_file: Option<PathBuf>,
     /// A registry (`host:port`) that may be spoken to over plain HTTP; repeatable. Every other
     /// registry is spoken to over HTTPS only.
     #[arg(
@@ -167,6 +174,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.http.request_timeout = std::time::Duration::from_secs(args.http_timeout.max(1));
     if let Some(dir) = args.cache_dir {
         options.cache_dir = dir;
+    }
+    if let Some(file) = args.cache_key_file {
+        options.cache_key_file = Some(file);
+    }
+    if options.cache_key_file.is_none() {
+        tracing::warn!(
+            "no --cache-key-file and neither XDG_STATE_HOME nor HOME is set: compiled components are authenticated with a key for this process only, so every start recompiles them"
+        );
     }
     options.plain_http_registries = args.plain_http_registries;
     options.recheck = std::time::Duration::from_secs(args.recheck_seconds);
@@ -266,7 +281,7 @@ mod dev {
             .await
             .context("failed to create the demo namespace")?;
 
-        // The samples' ServiceAccount may create what their templates make.
+        // The samples' ServiceAccount may create what their templates make...
         let mut rbac = SAMPLE_RBAC.split("\n---\n");
         let role: k8s_openapi::api::rbac::v1::Role =
             serde_saphyr::from_str(rbac.next().unwrap_or_default())
@@ -282,6 +297,14 @@ mod dev {
             .patch("plugboard-samples", &params, &Patch::Apply(&binding))
             .await
             .context("failed to create the sample RoleBinding")?;
+        // ... and opts in to plugboard acting as it.
+        let account: k8s_openapi::api::core::v1::ServiceAccount =
+            serde_saphyr::from_str(rbac.next().unwrap_or_default())
+                .context("sample ServiceAccount is not valid")?;
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), NAMESPACE)
+            .patch("default", &params, &Patch::Apply(&account))
+            .await
+            .context("failed to opt in the sample ServiceAccount")?;
 
         let socket: Socket =
             serde_saphyr::from_str(SAMPLE_SOCKET).context("sample Socket is not valid")?;

@@ -38,14 +38,13 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// A scenario whose operator may pull from `registry` over plain HTTP, with its own cache.
-async fn scenario(prefix: &str, registry: &Registry) -> (Scenario, tempfile::TempDir) {
+/// A scenario whose operator may pull from `registry` over plain HTTP, with its own cache and
+/// cache key file (the scenario's, kept across restarts).
+async fn scenario(prefix: &str, registry: &Registry) -> Scenario {
     let mut sc = Scenario::new(prefix).await;
-    let cache = tempfile::tempdir().unwrap();
-    sc.options.cache_dir = cache.path().to_owned();
     sc.options.plain_http_registries = registry.plain_http_hosts();
     sc.start().await;
-    (sc, cache)
+    sc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +52,7 @@ async fn wasm_socket_couples_a_plug_and_a_new_digest_takes_effect_without_restar
     let registry = Registry::start().await.unwrap();
     let recorder_bytes = component("recorder").await;
     let image = push(&registry, "plugboard/hooks:1", &recorder_bytes).await;
-    let (sc, _cache) = scenario("wasm-couple", &registry).await;
+    let sc = scenario("wasm-couple", &registry).await;
     let rec = Recorder::start().await;
     let ns = sc.ns.name().to_owned();
     sc.socket(
@@ -134,7 +133,7 @@ async fn wasm_socket_hooks_run_in_order_with_their_inputs() {
         &component("recorder").await,
     )
     .await;
-    let (sc, _cache) = scenario("wasm-order", &registry).await;
+    let sc = scenario("wasm-order", &registry).await;
     let rec = Recorder::start().await;
     let host = rec.url().trim_start_matches("http://").to_owned();
     let ns = sc.ns.name().to_owned();
@@ -208,7 +207,7 @@ async fn operator_restart_reuses_compiled_components() {
         &component("recorder").await,
     )
     .await;
-    let (mut sc, _cache) = scenario("wasm-restart", &registry).await;
+    let mut sc = scenario("wasm-restart", &registry).await;
     let ns = sc.ns.name().to_owned();
     sc.socket(&ns, "db", json!({"apparatus": {"wasm": {"image": image}}}))
         .await;
@@ -281,7 +280,7 @@ async fn wasm_failures_are_clear_conditions_and_leave_others_alone() {
     );
     let missing = registry.image("plugboard/missing:1");
 
-    let (sc, _cache) = scenario("wasm-failures", &registry).await;
+    let sc = scenario("wasm-failures", &registry).await;
     let ns = sc.ns.name().to_owned();
     sc.socket(&ns, "db", json!({})).await;
     let plug = |image: &str, data: serde_json::Value| {
@@ -391,7 +390,7 @@ async fn pull_secrets_are_read_as_the_owner_service_account() {
     )
     .await
     .unwrap();
-    let (sc, _cache) = scenario("wasm-pull-secret", &registry).await;
+    let sc = scenario("wasm-pull-secret", &registry).await;
     let ns = sc.ns.name().to_owned();
     let secret = Secret {
         metadata: ObjectMeta {

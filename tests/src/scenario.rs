@@ -40,6 +40,9 @@ pub struct Scenario {
     /// Operator options (short retry delays for tests).
     pub options: Options,
     operator: Option<Operator>,
+    /// The operator's component cache and, beside it, its cache key (both survive
+    /// [`Scenario::restart`], as on a real node).
+    _state: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -83,12 +86,18 @@ impl Scenario {
             .await
             .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         let run = ns.name().to_owned();
+        let state = tempfile::tempdir()
+            .unwrap_or_else(|e| panic!("failed to make the operator's state folder: {e}"));
+        let mut options = test_options(&run);
+        options.cache_dir = state.path().join("cache");
+        options.cache_key_file = Some(state.path().join("key").join("cache.key"));
         let sc = Scenario {
-            options: test_options(&run),
+            options,
             env,
             ns,
             run,
             operator: None,
+            _state: state,
         };
         // What a namespace's owner does for the ServiceAccount their Plugs use.
         sc.opt_in(sc.ns.name(), "default").await;

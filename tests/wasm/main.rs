@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use plugboard::apparatus::{ConfigRequest, HookRequest, Side};
 use plugboard::crd::LifecyclePoint;
 use plugboard::engine::Values;
-use plugboard::wasm::{CallContext, CallLimits, Loaded, WasmError, WasmOptions, WasmRuntime};
+use plugboard::wasm::{
+    CacheKey, CallContext, CallLimits, Loaded, WasmError, WasmOptions, WasmRuntime,
+};
 use plugboard_tests::recorder::Recorder;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -236,13 +238,28 @@ async fn http_reaches_only_allowed_hosts() {
     assert_eq!(rec.calls()[0].path, "/probe");
 }
 
+/// Options with a compiled cache in `state/cache` and its key file in `state/key`.
+fn cached(state: &Path) -> WasmOptions {
+    WasmOptions {
+        cache_dir: Some(state.join("cache")),
+        cache_key: CacheKey::File(state.join("key").join("cache.key")),
+        ..Default::default()
+    }
+}
+
+/// The one compiled artifact in `cache`.
+fn artifact(cache: &Path) -> PathBuf {
+    std::fs::read_dir(cache.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiled_components_are_cached_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = WasmOptions {
-        cache_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    };
+    let state = tempfile::tempdir().unwrap();
+    let options = cached(state.path());
     let path = component("recorder").await;
     let digest = digest(&path);
     let first = WasmRuntime::new(options.clone())
@@ -250,7 +267,7 @@ async fn compiled_components_are_cached_across_restarts() {
         .load(&digest, &path)
         .unwrap();
     assert!(!first.from_cache);
-    // A new runtime is a restarted operator: same cache, new engine.
+    // A new runtime with the same key file is a restarted operator: same cache, new engine.
     let second = WasmRuntime::new(options.clone())
         .unwrap()
         .load(&digest, &path)
@@ -261,11 +278,7 @@ async fn compiled_components_are_cached_across_restarts() {
         first.load_time, second.load_time
     );
     // A damaged artifact is never loaded: it is recompiled.
-    let compiled = std::fs::read_dir(dir.path().join("compiled"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .unwrap();
+    let compiled = artifact(&state.path().join("cache"));
     let mut bytes = std::fs::read(&compiled).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -275,6 +288,90 @@ async fn compiled_components_are_cached_across_restarts() {
         .load(&digest, &path)
         .unwrap();
     assert!(!third.from_cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_artifact_with_a_matching_hash_is_recompiled_not_loaded() {
+    use std::os::unix::fs::MetadataExt as _;
+    let state = tempfile::tempdir().unwrap();
+    let options = cached(state.path());
+    let path = component("recorder").await;
+    let digest = digest(&path);
+    WasmRuntime::new(options.clone())
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    let cache = state.path().join("cache");
+    assert_eq!(std::fs::metadata(&cache).unwrap().mode() & 0o777, 0o700);
+    let key = state.path().join("key/cache.key");
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    // Someone who can write the cache changes the artifact and rewrites every checksum beside
+    // it to match — but cannot compute the tag without the key.
+    let compiled = artifact(&cache);
+    let mut bytes = std::fs::read(&compiled).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&compiled, &bytes).unwrap();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    for entry in std::fs::read_dir(cache.join("compiled")).unwrap() {
+        let p = entry.unwrap().path();
+        if p != compiled {
+            std::fs::write(&p, &sha).unwrap();
+        }
+    }
+    std::fs::write(compiled.with_extension("cwasm.sha256"), &sha).unwrap();
+    let reloaded = WasmRuntime::new(options.clone())
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    assert!(!reloaded.from_cache, "a tampered artifact was loaded");
+    // The recompiled artifact replaced it and loads again.
+    assert_ne!(std::fs::read(&compiled).unwrap(), bytes);
+    let again = WasmRuntime::new(options)
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    assert!(again.from_cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_of_another_key_are_recompiled() {
+    let state = tempfile::tempdir().unwrap();
+    let path = component("recorder").await;
+    let digest = digest(&path);
+    WasmRuntime::new(cached(state.path()))
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    // Without the key file (a key for that runtime only), nothing earlier is trusted.
+    let ephemeral = WasmOptions {
+        cache_key: CacheKey::Ephemeral,
+        ..cached(state.path())
+    };
+    let loaded = WasmRuntime::new(ephemeral)
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    assert!(!loaded.from_cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_folder_others_may_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let state = tempfile::tempdir().unwrap();
+    let cache = state.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = component("recorder").await;
+    let digest = digest(&path);
+    let loaded = WasmRuntime::new(cached(state.path()))
+        .unwrap()
+        .load(&digest, &path)
+        .unwrap();
+    // It still runs (from a fresh private folder elsewhere), and wrote nothing into the
+    // world-writable one.
+    assert!(!loaded.from_cache);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,8 +75,14 @@ pub struct Options {
     /// Delay before retrying after a failure the user may fix outside the spec (a missing
     /// Secret, an apparatus down).
     pub retry: Duration,
-    /// Folder for downloaded components and their compiled forms.
+    /// Folder for downloaded components and their compiled forms. Created `0700`; one owned by
+    /// another user or writable by others is replaced by a fresh private folder, with a
+    /// warning. Default [`default_cache_dir`].
     pub cache_dir: PathBuf,
+    /// The key file that authenticates compiled components in `cache_dir` (created `0600`
+    /// when missing, in a private folder; keep it outside `cache_dir`). `None`: a key for this
+    /// process only, so a restart recompiles. Default [`default_cache_key_file`].
+    pub cache_key_file: Option<PathBuf>,
     /// Registries (`host:port`) that may be spoken to over plain HTTP instead of HTTPS.
     pub plain_http_registries: Vec<String>,
     /// WebAssembly runtime settings and bounds.
@@ -99,13 +105,38 @@ impl Default for Options {
             instance: "plugboard".to_owned(),
             result_poll: Duration::from_secs(5),
             retry: Duration::from_secs(15),
-            cache_dir: std::env::temp_dir().join("plugboard-cache"),
+            cache_dir: default_cache_dir(),
+            cache_key_file: default_cache_key_file(),
             plain_http_registries: Vec::new(),
             wasm: WasmOptions::default(),
             recheck: Duration::from_secs(120),
             templates: TemplateLimits::default(),
         }
     }
+}
+
+fn env_dir(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+/// `$XDG_CACHE_HOME/plugboard`, else `$HOME/.cache/plugboard`, else (with neither set)
+/// `plugboard-cache` in the temp directory — which [`Context`] warns about, and replaces with a
+/// fresh private folder when someone else made it first.
+pub fn default_cache_dir() -> PathBuf {
+    env_dir("XDG_CACHE_HOME")
+        .or_else(|| env_dir("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("plugboard"))
+        .unwrap_or_else(|| std::env::temp_dir().join("plugboard-cache"))
+}
+
+/// `$XDG_STATE_HOME/plugboard/cache.key`, else `$HOME/.local/state/plugboard/cache.key`; `None`
+/// (a key per process) with neither set.
+pub fn default_cache_key_file() -> Option<PathBuf> {
+    env_dir("XDG_STATE_HOME")
+        .or_else(|| env_dir("HOME").map(|h| h.join(".local/state")))
+        .map(|d| d.join("plugboard").join("cache.key"))
 }
 
 /// What every reconcile shares.
@@ -129,6 +160,8 @@ pub struct Context {
     /// The ServiceAccounts that opted in to impersonation, from the operator's watch (none
     /// when planning: every check then asks the API server).
     pub(crate) opt_ins: Option<optin::OptIns>,
+    /// The component cache folder (a fresh one is deleted with the context).
+    _cache_dir: crate::wasm::CacheDir,
 }
 
 impl std::fmt::Debug for Context {
@@ -157,13 +190,30 @@ impl Context {
         };
         let http = HttpApparatus::new(options.http.clone())
             .map_err(|e| Error::HttpSetup(e.to_string()))?;
-        let mut store_options = StoreOptions::new(options.cache_dir.join("oci"));
+        if options.cache_dir.starts_with(std::env::temp_dir()) {
+            tracing::warn!(
+                path = %options.cache_dir.display(),
+                "the component cache is in the temp directory (neither XDG_CACHE_HOME nor HOME is set); give --cache-dir a folder of its own"
+            );
+        }
+        // A private folder (or a fresh one in its place): compiled components are native code.
+        let cache_dir = crate::wasm::private_dir_or_fresh(&options.cache_dir).ok_or_else(|| {
+            Error::HttpSetup(format!(
+                "no private folder for the component cache at {} or in the temp directory",
+                options.cache_dir.display()
+            ))
+        })?;
+        let mut store_options = StoreOptions::new(cache_dir.path().join("oci"));
         store_options.plain_http_hosts = options.plain_http_registries.clone();
         let oci =
             ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
         let wasm = Arc::new(
             WasmRuntime::new(WasmOptions {
-                cache_dir: Some(options.cache_dir.join("compiled")),
+                cache_dir: Some(cache_dir.path().join("compiled")),
+                cache_key: options
+                    .cache_key_file
+                    .clone()
+                    .map_or(crate::wasm::CacheKey::Ephemeral, crate::wasm::CacheKey::File),
                 ..options.wasm.clone()
             })
             .map_err(|e| Error::HttpSetup(e.to_string()))?,
@@ -183,6 +233,7 @@ impl Context {
             seeds: tokio::sync::Mutex::new(HashMap::new()),
             plan: None,
             opt_ins: None,
+            _cache_dir: cache_dir,
         })
     }
 

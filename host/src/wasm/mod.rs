@@ -14,6 +14,7 @@ mod cache;
 mod limits;
 mod state;
 
+pub use cache::{CacheDir, CacheKey, PrivacyError, private_dir, private_dir_or_fresh};
 pub use limits::{CallLimits, LimitsError};
 
 use std::collections::HashMap;
@@ -65,8 +66,14 @@ pub struct WasmOptions {
     pub http_timeout: Duration,
     /// Largest `host.send` response body, in bytes.
     pub http_max_body: usize,
-    /// Where compiled components are cached (nothing is cached when unset).
+    /// Where compiled components are cached (nothing is cached when unset). Created `0700`;
+    /// a folder owned by another user or writable by others is replaced by a fresh private
+    /// one, with a warning.
     pub cache_dir: Option<PathBuf>,
+    /// The key that authenticates cached compiled components; keep it outside `cache_dir`.
+    /// With [`CacheKey::Ephemeral`] (the default) a new runtime recompiles what an earlier
+    /// one cached.
+    pub cache_key: CacheKey,
 }
 
 impl Default for WasmOptions {
@@ -81,6 +88,7 @@ impl Default for WasmOptions {
             http_timeout: Duration::from_secs(10),
             http_max_body: 1 << 20,
             cache_dir: None,
+            cache_key: CacheKey::Ephemeral,
         }
     }
 }
@@ -213,6 +221,7 @@ pub struct WasmRuntime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    cache: Option<cache::ArtifactCache>,
     permits: Arc<Semaphore>,
     http: reqwest::Client,
     options: WasmOptions,
@@ -278,10 +287,16 @@ impl WasmRuntime {
             })
             .map_err(setup)?;
 
+        let cache = match &options.cache_dir {
+            Some(dir) => cache::ArtifactCache::open(dir, &options.cache_key)?,
+            None => None,
+        };
+
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             loaded: Mutex::new(HashMap::new()),
+            cache,
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
             http,
             options,
@@ -314,8 +329,8 @@ impl WasmRuntime {
             return Ok(loaded.clone());
         }
         let started = Instant::now();
-        let (component, from_cache) = match &self.options.cache_dir {
-            Some(dir) => cache::load_or_compile(&self.engine, dir, digest, path)?,
+        let (component, from_cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, digest, path)?,
             None => {
                 let bytes = std::fs::read(path).map_err(|source| WasmError::Cache {
                     path: path.to_owned(),

@@ -111,6 +111,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let wasm_options = WasmOptions {
                 cache_dir: Some(dir.path().join("compiled")),
+                // A key that survives the restart, outside the cache folder.
+                cache_key: plugboard::wasm::CacheKey::File(dir.path().join("key/cache.key")),
                 ..Default::default()
             };
             // First use: pull, then compile.
