@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
-use k8s_openapi::api::core::v1::ServiceAccount;
 use plugboard::controller::{IMPERSONATION_ALLOWED, IMPERSONATION_LABEL, Operator, Options};
 use plugboard::crd::{DeferredResource, Plug, Socket};
 use plugboard::metrics::Snapshot;

@@ -208,9 +208,7 @@ impl Error {
     /// The condition and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::HttpSetup(_)
-            | Error::Api { .. }
-            | Error::Encode { .. } => "ReconcileError",
+            Error::HttpSetup(_) | Error::Api { .. } | Error::Encode { .. } => "ReconcileError",
             Error::SourceRead { .. } | Error::SourceNotText { .. } => reasons::SOURCE_UNAVAILABLE,
             Error::Interface(_) => reasons::CONFIG_INVALID,
             Error::Endpoint { .. } | Error::Apparatus { .. } => reasons::APPARATUS_FAILED,

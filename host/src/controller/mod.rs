@@ -27,12 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::core::PartialObjectMeta;
 use kube::{Api, Client, Config, ResourceExt as _};
 use tokio::task::JoinHandle;
 
@@ -128,7 +128,12 @@ pub fn default_cache_dir() -> PathBuf {
     env_dir("XDG_CACHE_HOME")
         .or_else(|| env_dir("HOME").map(|h| h.join(".cache")))
         .map(|d| d.join("plugboard"))
-        .unwrap_or_else(|| std::env::temp_dir().join("plugboard-cache"))
+        .unwrap_or_else(temp_cache_dir)
+}
+
+/// The last resort of [`default_cache_dir`].
+fn temp_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("plugboard-cache")
 }
 
 /// `$XDG_STATE_HOME/plugboard/cache.key`, else `$HOME/.local/state/plugboard/cache.key`; `None`
@@ -190,7 +195,7 @@ impl Context {
         };
         let http = HttpApparatus::new(options.http.clone())
             .map_err(|e| Error::HttpSetup(e.to_string()))?;
-        if options.cache_dir.starts_with(std::env::temp_dir()) {
+        if options.cache_dir == temp_cache_dir() {
             tracing::warn!(
                 path = %options.cache_dir.display(),
                 "the component cache is in the temp directory (neither XDG_CACHE_HOME nor HOME is set); give --cache-dir a folder of its own"
@@ -210,10 +215,10 @@ impl Context {
         let wasm = Arc::new(
             WasmRuntime::new(WasmOptions {
                 cache_dir: Some(cache_dir.path().join("compiled")),
-                cache_key: options
-                    .cache_key_file
-                    .clone()
-                    .map_or(crate::wasm::CacheKey::Ephemeral, crate::wasm::CacheKey::File),
+                cache_key: options.cache_key_file.clone().map_or(
+                    crate::wasm::CacheKey::Ephemeral,
+                    crate::wasm::CacheKey::File,
+                ),
                 ..options.wasm.clone()
             })
             .map_err(|e| Error::HttpSetup(e.to_string()))?,
@@ -284,12 +289,11 @@ impl Context {
             config.auth_info.impersonate =
                 Some(format!("system:serviceaccount:{namespace}:{name}"));
         }
-        let client =
-            Client::try_from(config).map_err(|source| ImpersonationError::Client {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                source: Box::new(source),
-            })?;
+        let client = Client::try_from(config).map_err(|source| ImpersonationError::Client {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source: Box::new(source),
+        })?;
         if clients.len() >= MAX_IMPERSONATED_CLIENTS {
             clients.clear();
         }

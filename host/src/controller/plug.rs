@@ -684,7 +684,9 @@ async fn clear_force(ctx: &Context, plug: &Plug) -> Result<(), Error> {
             plug,
             false,
             reasons::FORCE_DECOUPLE_CLEARED,
-            format!("decoupled; removed {FORCE_DECOUPLE_ANNOTATION}, which applies to one decouple only"),
+            format!(
+                "decoupled; removed {FORCE_DECOUPLE_ANNOTATION}, which applies to one decouple only"
+            ),
         )
         .await;
     }

@@ -132,8 +132,8 @@ fn unique_suffix() -> String {
 #[cfg(unix)]
 mod unix {
     use std::fs::{self, DirBuilder, OpenOptions};
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
     use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
     use std::path::Path;
 
     use super::{PrivacyError, io_error, unique_suffix};
@@ -222,9 +222,7 @@ mod unix {
                 problem: "is not a regular file",
             });
         }
-        let owner = fs::metadata(dir)
-            .map_err(io_error("inspect", dir))?
-            .uid();
+        let owner = fs::metadata(dir).map_err(io_error("inspect", dir))?.uid();
         if meta.uid() != owner {
             return Err(PrivacyError::Owner {
                 path: path.to_owned(),
