@@ -126,7 +126,7 @@ pub(crate) async fn check(
     }
     // Not listed: not opted in, or the watch has not seen it yet. Ask the API server, so a
     // refusal is always the API server's word.
-    let api: Api<PartialObjectMeta<ServiceAccount>> = Api::namespaced(client.clone(), namespace);
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     match api.get_metadata_opt(name).await {
         Ok(Some(sa)) if opted_in(&sa.metadata) => Ok(()),
         Ok(found) => Err(ImpersonationError::NotAllowed {
