@@ -5,7 +5,9 @@
 //! not recompile); every hook call gets a fresh instance in a fresh store with a wall-clock
 //! deadline, a memory cap and a WASI context that grants nothing — no preopened directories, no
 //! environment, no sockets. Guest stdout/stderr and `host.log` go to tracing, bounded. Outbound
-//! HTTP goes only through `host.send`, and only to the spec's `allowedHosts`. Calls run on
+//! HTTP goes only through `host.send`, only to the spec's `allowedHosts` (an entry without a
+//! port allows only the scheme's default port) and only where the operator's egress policy
+//! permits, judged on the resolved address at connect time; redirects are never followed. Calls run on
 //! blocking threads behind a semaphore, so a slow component cannot stall the async reactor or
 //! other reconciles. Every failure — trap, deadline, memory cap, output flood, guest error,
 //! incompatible component — is a typed [`WasmError`], never a crash of the operator.
@@ -27,6 +29,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::apparatus::{ConfigRequest, HookRequest, Side};
 use crate::crd::LifecyclePoint;
+use crate::egress::{EgressDenied, EgressPolicy};
 use crate::engine::Values;
 use state::CallState;
 
@@ -142,6 +145,19 @@ pub enum WasmError {
         /// The component's message.
         message: String,
     },
+    /// The hook failed after the operator's egress policy refused a request it sent.
+    #[error("the {hook} hook failed after a request it sent was refused ({kind}: {message})")]
+    EgressDenied {
+        /// The hook.
+        hook: &'static str,
+        /// `invalid input`, `retry later`, `failed` or `trapped`.
+        kind: &'static str,
+        /// The component's message.
+        message: String,
+        /// The refused request.
+        #[source]
+        source: EgressDenied,
+    },
     /// A limit in the spec cannot be used.
     #[error("invalid spec.apparatus.wasm.limits")]
     Limits(#[source] LimitsError),
@@ -169,6 +185,7 @@ impl WasmError {
             WasmError::Trap { .. } => "HookTrapped",
             WasmError::Guest { .. } => "HookFailed",
             WasmError::Limits(_) => "InvalidLimits",
+            WasmError::EgressDenied { .. } => crate::crd::conditions::reasons::EGRESS_DENIED,
         }
     }
 }
@@ -215,6 +232,7 @@ pub struct WasmRuntime {
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
     permits: Arc<Semaphore>,
     http: reqwest::Client,
+    egress: EgressPolicy,
     options: WasmOptions,
     ticking: Ticking,
 }
@@ -232,8 +250,9 @@ fn setup(e: impl std::fmt::Display) -> WasmError {
 }
 
 impl WasmRuntime {
-    /// Builds the engine, the linker and the epoch ticker.
-    pub fn new(options: WasmOptions) -> Result<Self, WasmError> {
+    /// Builds the engine, the linker and the epoch ticker. `host.send` reaches only what
+    /// `egress` permits.
+    pub fn new(options: WasmOptions, egress: EgressPolicy) -> Result<Self, WasmError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -261,6 +280,7 @@ impl WasmRuntime {
             .tls_backend_preconfigured(crate::apparatus::http::tls_config())
             .timeout(options.http_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(egress.resolver())
             .build()
             .map_err(setup)?;
 
@@ -284,6 +304,7 @@ impl WasmRuntime {
             loaded: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
             http,
+            egress,
             options,
             ticking,
         })
@@ -383,6 +404,15 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
     ) -> Result<Values, WasmError> {
+        let inputs: Vec<String> = [
+            Some(request.plug_data),
+            Some(request.socket_data),
+            request.vars,
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|values| values.values().cloned())
+        .collect();
         let input = wit::ConfigInput {
             side: side(request.side),
             plug: request.plug.to_string(),
@@ -397,6 +427,7 @@ impl WasmRuntime {
                 "config",
                 limits,
                 context,
+                inputs,
                 move |store, apparatus| {
                     apparatus
                         .plugboard_apparatus_hooks()
@@ -416,6 +447,11 @@ impl WasmRuntime {
         context: CallContext,
     ) -> Result<(), WasmError> {
         let empty = Values::new();
+        let inputs: Vec<String> = [request.plug_config, request.socket_config]
+            .into_iter()
+            .flatten()
+            .flat_map(|values| values.values().cloned())
+            .collect();
         let input = wit::Coupling {
             side: side(request.side),
             plug: request.plug.map(ToString::to_string),
@@ -429,6 +465,7 @@ impl WasmRuntime {
             point.as_str(),
             limits,
             context,
+            inputs,
             move |store, apparatus| {
                 let hooks = apparatus.plugboard_apparatus_hooks();
                 match point {
@@ -449,6 +486,7 @@ impl WasmRuntime {
         hook: &'static str,
         limits: CallLimits,
         context: CallContext,
+        inputs: Vec<String>,
         f: F,
     ) -> Result<R, WasmError>
     where
@@ -463,15 +501,17 @@ impl WasmRuntime {
         let permit = self.permits.clone().acquire_owned().await.map_err(setup)?;
         let engine = self.engine.clone();
         let http = self.http.clone();
+        let egress = self.egress.clone();
         let options = self.options.clone();
         let handle = tokio::runtime::Handle::current();
         let ticking = self.ticking.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _ticking = ticking;
-            run(
-                &engine, &loaded, hook, limits, context, &options, http, handle, f,
-            )
+            let result = run(
+                &engine, &loaded, hook, limits, context, &options, http, egress, handle, f,
+            );
+            result.map_err(|error| scrub_error(error, &inputs))
         })
         .await
         .map_err(|e| WasmError::Trap {
@@ -504,6 +544,7 @@ fn run<R, F>(
     context: CallContext,
     options: &WasmOptions,
     http: reqwest::Client,
+    egress: EgressPolicy,
     handle: tokio::runtime::Handle,
     f: F,
 ) -> Result<R, WasmError>
@@ -513,7 +554,7 @@ where
         &bindings::Apparatus,
     ) -> wasmtime::Result<Result<R, wit::HookError>>,
 {
-    let (state, output) = CallState::new(&context, &limits, options, http, handle);
+    let (state, output) = CallState::new(&context, &limits, options, http, egress, handle);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
@@ -528,6 +569,7 @@ where
     let elapsed = started.elapsed();
     let denied_memory = store.data().limiter.denied;
     let last_log = store.data().last_log.clone();
+    let egress_denied = store.data().egress_denied.clone();
     output.flush(&context.owner, hook);
     tracing::debug!(
         owner = %context.owner,
@@ -543,6 +585,14 @@ where
                 wit::HookError::RetryLater(m) => ("retry later", m),
                 wit::HookError::Failed(m) => ("failed", m),
             };
+            if let Some(source) = egress_denied {
+                return Err(WasmError::EgressDenied {
+                    hook,
+                    kind,
+                    message: truncate(message, 1024),
+                    source,
+                });
+            }
             Err(WasmError::Guest {
                 hook,
                 kind,
@@ -598,6 +648,61 @@ fn classify(
     }
 }
 
+/// Values shorter than this are not scrubbed from guest text: they are too common to mean
+/// anything (and scrubbing them would garble every message).
+const SCRUB_MIN_LEN: usize = 4;
+
+/// `error` with every value the hook received (config, data and vars values, which may have
+/// come from Secrets) replaced by `[redacted]` in the text the guest supplied, so a component
+/// cannot read values back through status and Events.
+fn scrub_error(error: WasmError, inputs: &[String]) -> WasmError {
+    match error {
+        WasmError::Guest {
+            hook,
+            kind,
+            message,
+        } => WasmError::Guest {
+            hook,
+            kind,
+            message: scrub(&message, inputs),
+        },
+        WasmError::Trap { hook, message } => WasmError::Trap {
+            hook,
+            message: scrub(&message, inputs),
+        },
+        WasmError::EgressDenied {
+            hook,
+            kind,
+            message,
+            source,
+        } => WasmError::EgressDenied {
+            hook,
+            kind,
+            message: scrub(&message, inputs),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// `text` with each of `values` (longest first, of at least [`SCRUB_MIN_LEN`] bytes) replaced
+/// by `[redacted]`.
+pub(crate) fn scrub(text: &str, values: &[String]) -> String {
+    let mut values: Vec<&str> = values
+        .iter()
+        .map(String::as_str)
+        .filter(|v| v.len() >= SCRUB_MIN_LEN)
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_owned();
+    for value in values {
+        if out.contains(value) {
+            out = out.replace(value, "[redacted]");
+        }
+    }
+    out
+}
+
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
@@ -608,4 +713,31 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_never_carries_input_values() {
+        let inputs = vec![
+            "s3cr3t-password".to_owned(),
+            "s3cr3t".to_owned(),
+            "eu".to_owned(),
+        ];
+        assert_eq!(
+            scrub("bad password s3cr3t-password (s3cr3t) in eu", &inputs),
+            "bad password [redacted] ([redacted]) in eu"
+        );
+        let error = scrub_error(
+            WasmError::Guest {
+                hook: "config",
+                kind: "failed",
+                message: "got s3cr3t-password".into(),
+            },
+            &inputs,
+        );
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
 }
