@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use kube::api::{ObjectMeta, PostParams};
 use plugboard::crd::{Plug, Socket};
 use plugboard::egress::EgressOptions;
 use plugboard::oci::{self, RegistryAuth};
@@ -195,4 +198,51 @@ async fn wasm_send_to_a_denied_address_is_refused() {
         assert!(message.contains("--egress-allow"), "{name}: {message}");
     }
     assert!(rec.calls().is_empty(), "a component reached loopback");
+
+    // The cloud metadata address, with the URL read from a Secret: refused, and the guest's
+    // message, which repeats the URL, reaches status without the Secret's value.
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        verbs: vec!["get".into()],
+        ..Default::default()
+    };
+    sc.grant(&ns, "default", "plugboard-sources", vec![rule])
+        .await;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("probe".into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            [
+                ("mode".to_owned(), "http".to_owned()),
+                (
+                    "url".to_owned(),
+                    "http://169.254.169.254/latest/s3cr3t-token".to_owned(),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    sc.api::<Secret>(&ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    sc.plug(
+        &ns,
+        "metadata",
+        json!({"socket": {"name": "db"}, "dataSecretName": "probe",
+               "apparatus": {"wasm": {"image": image, "allowedHosts": ["169.254.169.254"]}}}),
+    )
+    .await;
+    let plug: Plug = sc.wait_plug_reason(&ns, "metadata", "EgressDenied").await;
+    let message = plug_condition(&plug, "Ready").unwrap().message.clone();
+    assert!(
+        message.contains("refuses 169.254.169.254: it is a link-local (cloud metadata) address"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cr3t-token"), "{message}");
+    assert!(message.contains("[redacted]"), "{message}");
 }

@@ -233,6 +233,7 @@ pub struct WasmRuntime {
     permits: Arc<Semaphore>,
     http: reqwest::Client,
     egress: EgressPolicy,
+    secrets: Arc<SecretValues>,
     options: WasmOptions,
     ticking: Ticking,
 }
@@ -305,6 +306,7 @@ impl WasmRuntime {
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
             http,
             egress,
+            secrets: Arc::new(SecretValues::default()),
             options,
             ticking,
         })
@@ -313,6 +315,12 @@ impl WasmRuntime {
     /// The runtime's options.
     pub fn options(&self) -> &WasmOptions {
         &self.options
+    }
+
+    /// The values read from Secrets, which guest text never carries into errors: whoever
+    /// reads a Secret for a coupling remembers its values here.
+    pub fn secret_values(&self) -> &SecretValues {
+        &self.secrets
     }
 
     /// Whether the component with `digest` is already loaded in this runtime.
@@ -498,6 +506,11 @@ impl WasmRuntime {
             + Send
             + 'static,
     {
+        // Only the inputs that came from Secrets are scrubbed from guest text.
+        let inputs: Vec<String> = inputs
+            .into_iter()
+            .filter(|v| self.secrets.contains(v))
+            .collect();
         let permit = self.permits.clone().acquire_owned().await.map_err(setup)?;
         let engine = self.engine.clone();
         let http = self.http.clone();
@@ -509,7 +522,7 @@ impl WasmRuntime {
             let _permit = permit;
             let _ticking = ticking;
             let result = run(
-                &engine, &loaded, hook, limits, context, &options, http, egress, handle, f,
+                &engine, &loaded, hook, limits, context, &options, http, egress, &inputs, handle, f,
             );
             result.map_err(|error| scrub_error(error, &inputs))
         })
@@ -545,6 +558,7 @@ fn run<R, F>(
     options: &WasmOptions,
     http: reqwest::Client,
     egress: EgressPolicy,
+    secrets: &[String],
     handle: tokio::runtime::Handle,
     f: F,
 ) -> Result<R, WasmError>
@@ -554,7 +568,15 @@ where
         &bindings::Apparatus,
     ) -> wasmtime::Result<Result<R, wit::HookError>>,
 {
-    let (state, output) = CallState::new(&context, &limits, options, http, egress, handle);
+    let (state, output) = CallState::new(
+        &context,
+        &limits,
+        options,
+        http,
+        egress,
+        secrets.to_vec(),
+        handle,
+    );
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
@@ -570,7 +592,7 @@ where
     let denied_memory = store.data().limiter.denied;
     let last_log = store.data().last_log.clone();
     let egress_denied = store.data().egress_denied.clone();
-    output.flush(&context.owner, hook);
+    output.flush(&context.owner, hook, secrets);
     tracing::debug!(
         owner = %context.owner,
         hook,
@@ -652,9 +674,55 @@ fn classify(
 /// anything (and scrubbing them would garble every message).
 const SCRUB_MIN_LEN: usize = 4;
 
-/// `error` with every value the hook received (config, data and vars values, which may have
-/// come from Secrets) replaced by `[redacted]` in the text the guest supplied, so a component
-/// cannot read values back through status and Events.
+/// How many Secret values [`SecretValues`] keeps; the oldest are forgotten first (and
+/// remembered again the next time their Secret is read for a coupling).
+const SECRET_VALUES_KEPT: usize = 16_384;
+
+/// Values read from Secrets, remembered so that guest text that repeats them is scrubbed
+/// before it reaches status and Events. Bounded; only values of at least four bytes.
+#[derive(Debug, Default)]
+pub struct SecretValues {
+    inner: Mutex<(
+        std::collections::HashSet<String>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+impl SecretValues {
+    /// Remembers `values` (those of at least four bytes).
+    pub fn remember<'a>(&self, values: impl IntoIterator<Item = &'a String>) {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *guard;
+        for value in values {
+            if value.len() < SCRUB_MIN_LEN || set.contains(value) {
+                continue;
+            }
+            if order.len() >= SECRET_VALUES_KEPT
+                && let Some(oldest) = order.pop_front()
+            {
+                set.remove(&oldest);
+            }
+            set.insert(value.clone());
+            order.push_back(value.clone());
+        }
+    }
+
+    /// Whether `value` was read from a Secret.
+    pub fn contains(&self, value: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .contains(value)
+    }
+}
+
+/// `error` with every value the hook received that came from a Secret (`inputs` holds only
+/// those) replaced by `[redacted]` in the text the guest supplied, so a component cannot read
+/// Secret values back through status and Events.
 fn scrub_error(error: WasmError, inputs: &[String]) -> WasmError {
     match error {
         WasmError::Guest {
@@ -718,6 +786,23 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_values_are_remembered_bounded() {
+        let values = SecretValues::default();
+        values.remember(&["s3cr3t-password".to_owned(), "abc".to_owned()]);
+        assert!(values.contains("s3cr3t-password"));
+        assert!(!values.contains("abc"), "short values are not kept");
+        let many: Vec<String> = (0..SECRET_VALUES_KEPT + 1)
+            .map(|i| format!("value-{i}"))
+            .collect();
+        values.remember(&many);
+        assert!(
+            !values.contains("s3cr3t-password"),
+            "the oldest is forgotten"
+        );
+        assert!(values.contains(&format!("value-{SECRET_VALUES_KEPT}")));
+    }
 
     #[test]
     fn guest_text_never_carries_input_values() {

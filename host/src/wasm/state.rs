@@ -52,8 +52,9 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    /// Writes what the guest printed to the operator's log.
-    pub(crate) fn flush(&self, owner: &str, hook: &str) {
+    /// Writes what the guest printed to the operator's log, without the values in `secrets`
+    /// and with control characters escaped.
+    pub(crate) fn flush(&self, owner: &str, hook: &str, secrets: &[String]) {
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let bytes = pipe.contents();
             if bytes.is_empty() {
@@ -61,6 +62,7 @@ impl Output {
             }
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().take(200) {
+                let line = log_safe(&super::scrub(line, secrets));
                 tracing::info!(owner, hook, stream, "{line}");
             }
         }
@@ -95,6 +97,8 @@ pub(crate) struct CallState {
     pub(crate) last_log: Option<String>,
     /// The last request the egress policy refused, to name it if the hook then fails.
     pub(crate) egress_denied: Option<EgressDenied>,
+    /// Values of this call's inputs that came from Secrets, scrubbed from guest log lines.
+    secrets: Vec<String>,
 }
 
 impl CallState {
@@ -104,6 +108,7 @@ impl CallState {
         options: &WasmOptions,
         client: reqwest::Client,
         egress: EgressPolicy,
+        secrets: Vec<String>,
         handle: tokio::runtime::Handle,
     ) -> (Self, Output) {
         let stdout = MemoryOutputPipe::new(options.output_budget);
@@ -137,6 +142,7 @@ impl CallState {
             logged: 0,
             last_log: None,
             egress_denied: None,
+            secrets,
         };
         let output = Output {
             stdout,
@@ -196,13 +202,30 @@ pub(crate) fn allowed(allowed: &[String], url: &reqwest::Url) -> bool {
     })
 }
 
+/// `line` with control characters escaped, so a guest cannot forge log lines or terminal
+/// escapes.
+fn log_safe(line: &str) -> String {
+    if !line.chars().any(char::is_control) {
+        return line.to_owned();
+    }
+    line.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl host::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
         if self.logged >= self.log_budget {
             return;
         }
         self.logged += message.len();
-        let mut line = message;
+        let mut line = log_safe(&super::scrub(&message, &self.secrets));
         if line.len() > 1024 {
             let mut end = 1024;
             while !line.is_char_boundary(end) {
