@@ -121,7 +121,7 @@ struct RunArgs {
         env = "PLUGBOARD_EGRESS_ALLOW",
         value_delimiter = ','
     )]
-    egress_allow: Vec<plugboard::egress::EgressRule>,
+    egress_allow: Vec<String>,
     /// Where they may never connect, winning over every allow: CIDRs or host names, e.g.
     /// `10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7` to refuse private ranges (allowed
     /// by default, since in-cluster apparatus Services live there).
@@ -130,7 +130,7 @@ struct RunArgs {
         env = "PLUGBOARD_EGRESS_DENY",
         value_delimiter = ','
     )]
-    egress_deny: Vec<plugboard::egress::EgressRule>,
+    egress_deny: Vec<String>,
     /// Refuse every address that --egress-allow does not list (allow-list mode). Loopback,
     /// link-local, metadata and the API server are refused by default either way.
     #[arg(long, env = "PLUGBOARD_EGRESS_DENY_UNLISTED")]
@@ -175,7 +175,19 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The non-empty entries of an egress flag (an empty environment variable means none).
+fn egress_rules(entries: &[String]) -> anyhow::Result<Vec<plugboard::egress::EgressRule>> {
+    entries
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| e.parse().map_err(anyhow::Error::from))
+        .collect()
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let egress_allow = egress_rules(&args.egress_allow).context("--egress-allow")?;
+    let egress_deny = egress_rules(&args.egress_deny).context("--egress-deny")?;
     let config = kube::Config::infer()
         .await
         .context("failed to find a kubeconfig or in-cluster configuration")?;
@@ -197,8 +209,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
     options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
     options.wasm.max_memory = args.wasm_max_memory_mib.max(1) << 20;
-    options.egress.allow = args.egress_allow;
-    options.egress.deny = args.egress_deny;
+    options.egress.allow = egress_allow;
+    options.egress.deny = egress_deny;
     options.egress.deny_unlisted = args.egress_deny_unlisted;
     tracing::info!(?options, "starting plugboard");
     let metrics = std::sync::Arc::new(plugboard::metrics::Metrics::default());
