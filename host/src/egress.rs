@@ -17,9 +17,10 @@
 //! 2. an operator **allow** CIDR containing the address permits it;
 //! 3. the **built-in** denials refuse it: loopback (`127.0.0.0/8`, `::1`), link-local
 //!    (`169.254.0.0/16` with the cloud metadata address, `fe80::/10`), unspecified and "this
-//!    network" (`0.0.0.0/8`, `::`), broadcast, multicast, the metadata addresses
-//!    `fd00:ec2::254` and `100.100.100.200`, and the operator's own API server (the addresses
-//!    of the kubeconfig's cluster URL and the names `kubernetes.default.svc…`);
+//!    network" (`0.0.0.0/8`, `::`), deprecated IPv4-compatible IPv6 (`::/96`), broadcast,
+//!    multicast, the metadata addresses `fd00:ec2::254` and `100.100.100.200`, and the
+//!    operator's own API server (the addresses of the kubeconfig's cluster URL and the names
+//!    `kubernetes.default.svc…`);
 //! 4. with [`EgressOptions::deny_unlisted`], an address is permitted only when an allow host
 //!    entry matches the name it was resolved from; otherwise it is permitted.
 //!
@@ -302,6 +303,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("fe80::/10", "link-local"),
     ("0.0.0.0/8", "unspecified"),
     ("::/128", "unspecified"),
+    ("::/96", "IPv4-compatible IPv6"),
     ("255.255.255.255/32", "broadcast"),
     ("224.0.0.0/4", "multicast"),
     ("ff00::/8", "multicast"),
@@ -783,6 +785,17 @@ mod tests {
                 .is_err()
         );
         assert!(p.check_url(&url("https://203.0.113.9/")).is_ok());
+        // Other spellings of loopback are parsed to the same address by the URL parser.
+        for spelled in [
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://[::127.0.0.1]/",
+            "http://[0:0:0:0:0:ffff:7f00:1]/",
+        ] {
+            assert!(p.check_url(&url(spelled)).is_err(), "{spelled}");
+        }
         // Names are judged by the resolver, except names denied by name.
         assert!(p.check_url(&url("http://localhost:8080/")).is_ok());
         let p = policy(&[], &["*.internal.example"]);
