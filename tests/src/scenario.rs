@@ -65,6 +65,9 @@ pub fn test_options(run: &str) -> Options {
     options.http.retries = 1;
     options.http.retry_backoff_min = Duration::from_millis(50);
     options.http.retry_backoff_max = Duration::from_millis(100);
+    // The recorder apparatus and registries listen on loopback, which the default egress
+    // policy refuses: tests allow it explicitly (the default stays deny).
+    options.egress = plugboard::egress::EgressOptions::default().allowing_loopback();
     options
 }
 

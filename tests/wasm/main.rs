@@ -99,8 +99,15 @@ fn guest_message(result: Result<Values, WasmError>) -> String {
     }
 }
 
+/// The policy these tests run under: the default plus loopback, where their servers listen.
+fn loopback_egress() -> plugboard::egress::EgressPolicy {
+    plugboard::egress::EgressPolicy::new(
+        plugboard::egress::EgressOptions::default().allowing_loopback(),
+    )
+}
+
 fn runtime() -> WasmRuntime {
-    WasmRuntime::new(WasmOptions::default()).unwrap()
+    WasmRuntime::new(WasmOptions::default(), loopback_egress()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,13 +269,13 @@ async fn compiled_components_are_cached_across_restarts() {
     let options = cached(state.path());
     let path = component("recorder").await;
     let digest = digest(&path);
-    let first = WasmRuntime::new(options.clone())
+    let first = WasmRuntime::new(options.clone(), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
     assert!(!first.from_cache);
     // A new runtime with the same key file is a restarted operator: same cache, new engine.
-    let second = WasmRuntime::new(options.clone())
+    let second = WasmRuntime::new(options.clone(), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -283,7 +290,7 @@ async fn compiled_components_are_cached_across_restarts() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&compiled, bytes).unwrap();
-    let third = WasmRuntime::new(options)
+    let third = WasmRuntime::new(options, loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -297,7 +304,7 @@ async fn a_tampered_artifact_with_a_matching_hash_is_recompiled_not_loaded() {
     let options = cached(state.path());
     let path = component("recorder").await;
     let digest = digest(&path);
-    WasmRuntime::new(options.clone())
+    WasmRuntime::new(options.clone(), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -320,14 +327,14 @@ async fn a_tampered_artifact_with_a_matching_hash_is_recompiled_not_loaded() {
         }
     }
     std::fs::write(compiled.with_extension("cwasm.sha256"), &sha).unwrap();
-    let reloaded = WasmRuntime::new(options.clone())
+    let reloaded = WasmRuntime::new(options.clone(), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
     assert!(!reloaded.from_cache, "a tampered artifact was loaded");
     // The recompiled artifact replaced it and loads again.
     assert_ne!(std::fs::read(&compiled).unwrap(), bytes);
-    let again = WasmRuntime::new(options)
+    let again = WasmRuntime::new(options, loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -339,7 +346,7 @@ async fn artifacts_of_another_key_are_recompiled() {
     let state = tempfile::tempdir().unwrap();
     let path = component("recorder").await;
     let digest = digest(&path);
-    WasmRuntime::new(cached(state.path()))
+    WasmRuntime::new(cached(state.path()), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -348,7 +355,7 @@ async fn artifacts_of_another_key_are_recompiled() {
         cache_key: CacheKey::Ephemeral,
         ..cached(state.path())
     };
-    let loaded = WasmRuntime::new(ephemeral)
+    let loaded = WasmRuntime::new(ephemeral, loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -364,7 +371,7 @@ async fn a_cache_folder_others_may_write_is_not_used() {
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     let path = component("recorder").await;
     let digest = digest(&path);
-    let loaded = WasmRuntime::new(cached(state.path()))
+    let loaded = WasmRuntime::new(cached(state.path()), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();

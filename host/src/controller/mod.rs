@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::apparatus::http::{HttpApparatus, HttpOptions};
 use crate::crd::{DeferredResource, Plug, Socket};
+use crate::egress::{EgressOptions, EgressPolicy};
 use crate::engine::template::TemplateLimits;
 use crate::metrics::Metrics;
 use crate::oci::{ComponentStore, StoreOptions};
@@ -93,6 +94,9 @@ pub struct Options {
     pub recheck: Duration,
     /// Bounds on rendering one template.
     pub templates: TemplateLimits,
+    /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect, besides the
+    /// built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
+    pub egress: EgressOptions,
 }
 
 impl Default for Options {
@@ -111,6 +115,7 @@ impl Default for Options {
             wasm: WasmOptions::default(),
             recheck: Duration::from_secs(120),
             templates: TemplateLimits::default(),
+            egress: EgressOptions::default(),
         }
     }
 }
@@ -181,8 +186,9 @@ impl std::fmt::Debug for Context {
 const MAX_IMPERSONATED_CLIENTS: usize = 512;
 
 impl Context {
-    /// Everything reconciles share: clients, apparatus runtimes, caches.
-    pub(crate) fn new(
+    /// Everything reconciles share: clients, apparatus runtimes, caches. The egress policy
+    /// also refuses the API server that `config` points at.
+    pub(crate) async fn new(
         client: Client,
         config: Config,
         options: Options,
@@ -193,7 +199,10 @@ impl Context {
             controller: "plugboard".into(),
             instance: Some(options.instance.clone()),
         };
-        let http = HttpApparatus::new(options.http.clone())
+        let egress = EgressPolicy::new(options.egress.clone())
+            .with_api_server(&config.cluster_url.to_string())
+            .await;
+        let http = HttpApparatus::new(options.http.clone(), egress.clone())
             .map_err(|e| Error::HttpSetup(e.to_string()))?;
         if options.cache_dir == temp_cache_dir() {
             tracing::warn!(
@@ -213,14 +222,17 @@ impl Context {
         let oci =
             ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
         let wasm = Arc::new(
-            WasmRuntime::new(WasmOptions {
-                cache_dir: Some(cache_dir.path().join("compiled")),
-                cache_key: options.cache_key_file.clone().map_or(
-                    crate::wasm::CacheKey::Ephemeral,
-                    crate::wasm::CacheKey::File,
-                ),
-                ..options.wasm.clone()
-            })
+            WasmRuntime::new(
+                WasmOptions {
+                    cache_dir: Some(cache_dir.path().join("compiled")),
+                    cache_key: options.cache_key_file.clone().map_or(
+                        crate::wasm::CacheKey::Ephemeral,
+                        crate::wasm::CacheKey::File,
+                    ),
+                    ..options.wasm.clone()
+                },
+                egress,
+            )
             .map_err(|e| Error::HttpSetup(e.to_string()))?,
         );
         Ok(Context {
@@ -539,7 +551,7 @@ pub async fn run(
         }),
     );
 
-    let mut ctx = Context::new(client, config, options, metrics, plugs)?;
+    let mut ctx = Context::new(client, config, options, metrics, plugs).await?;
     ctx.opt_ins = Some(opt_ins);
     let ctx = Arc::new(ctx);
 

@@ -55,6 +55,9 @@ pub mod reasons {
     pub const RESULT_INVALID: &str = "ResultInvalid";
     /// An apparatus call failed.
     pub const APPARATUS_FAILED: &str = "ApparatusFailed";
+    /// The operator's egress policy refused an address an apparatus endpoint or a component's
+    /// `host.send` would reach.
+    pub const EGRESS_DENIED: &str = "EgressDenied";
     /// The spec uses a feature this version of plugboard does not support yet.
     pub const UNSUPPORTED: &str = "Unsupported";
     /// Decoupling failed; the finalizer stays until it succeeds or is forced.
