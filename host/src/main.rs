@@ -111,6 +111,15 @@ struct RunArgs {
     #[arg(long, env = "PLUGBOARD_RECHECK_SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     recheck_seconds: u64,
+    /// How long a hook or config call waits for a new or starting apparatus pod to become
+    /// ready, in seconds, before the owner shows `ApparatusNotReady`.
+    #[arg(long, env = "PLUGBOARD_APPARATUS_READY_TIMEOUT", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    apparatus_ready_timeout: u64,
+    /// Reach apparatus pods through the API server's pod proxy instead of at their pod IP: for
+    /// plugboard running outside the cluster. Needs `create` on `pods/proxy`.
+    #[arg(long, env = "PLUGBOARD_APPARATUS_VIA_API_SERVER")]
+    apparatus_via_api_server: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +178,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     options.plain_http_registries = args.plain_http_registries;
     options.recheck = std::time::Duration::from_secs(args.recheck_seconds);
+    options.pods.ready_timeout = std::time::Duration::from_secs(args.apparatus_ready_timeout);
+    options.pods.via_api_server = args.apparatus_via_api_server;
     options.wasm.default_timeout = std::time::Duration::from_millis(args.wasm_timeout_ms.max(1));
     options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
     options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
@@ -297,11 +308,11 @@ mod dev {
             .context("failed to create the sample Plug")?;
 
         let config = cp.config().await?;
-        let operator = plugboard::controller::Operator::spawn(
-            client.clone(),
-            config,
-            plugboard::controller::Options::default(),
-        );
+        // The operator runs outside the (local) cluster: apparatus pods are reached through
+        // the API server.
+        let mut options = plugboard::controller::Options::default();
+        options.pods.via_api_server = true;
+        let operator = plugboard::controller::Operator::spawn(client.clone(), config, options);
         eprintln!("operator running; waiting for the sample Plug to couple…");
         let ready =
             kube::runtime::wait::await_condition(plugs.clone(), "app", |p: Option<&Plug>| {

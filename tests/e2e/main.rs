@@ -10,5 +10,6 @@ mod api;
 mod coupling;
 mod deferred;
 mod plan;
+mod pods;
 mod rbac;
 mod wasm;

@@ -12,6 +12,7 @@ mod hooks;
 pub mod objects;
 mod plan;
 mod plug;
+mod pods;
 mod render;
 mod seed;
 mod socket;
@@ -43,6 +44,7 @@ use crate::wasm::{WasmOptions, WasmRuntime};
 pub use error::Error;
 pub use objects::ObjectError;
 pub use plan::{PlanReport, plan};
+pub use pods::{PodError, PodOptions};
 
 /// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run, and a
 /// DeferredResource until the object it created is deleted.
@@ -83,6 +85,9 @@ pub struct Options {
     pub recheck: Duration,
     /// Bounds on rendering one template.
     pub templates: TemplateLimits,
+    /// Apparatus pods: how long to wait for readiness, how to reach them, how often idle ones
+    /// are looked for.
+    pub pods: PodOptions,
 }
 
 impl Default for Options {
@@ -100,6 +105,7 @@ impl Default for Options {
             wasm: WasmOptions::default(),
             recheck: Duration::from_secs(120),
             templates: TemplateLimits::default(),
+            pods: PodOptions::default(),
         }
     }
 }
@@ -113,6 +119,8 @@ pub struct Context {
     pub(crate) kinds: objects::KindCache,
     pub(crate) recorder: Recorder,
     pub(crate) http: HttpApparatus,
+    /// Apparatus pods in use, by owner.
+    pub(crate) pods: pods::PodManager,
     pub(crate) wasm: Arc<WasmRuntime>,
     pub(crate) oci: ComponentStore,
     pub(crate) plugs: Store<Plug>,
@@ -168,6 +176,7 @@ impl Context {
             impersonated: tokio::sync::Mutex::new(HashMap::new()),
             kinds: objects::KindCache::default(),
             http,
+            pods: pods::PodManager::default(),
             wasm,
             oci,
             plugs,
@@ -392,6 +401,17 @@ pub async fn run(
         keys
     });
 
+    // Apparatus pods, for idle cleanup: one watch of the pods plugboard labels.
+    let (pods_store, pods_writer) = reflector::store::<k8s_openapi::api::core::v1::Pod>();
+    let pod_events = reflector::reflector(
+        pods_writer,
+        watcher(
+            scoped::<k8s_openapi::api::core::v1::Pod>(&client, namespace.as_deref()),
+            watcher::Config::default().labels(crate::apparatus::pod::OWNER_UID_LABEL),
+        )
+        .default_backoff(),
+    );
+    let plugs_for_reaper = plugs.clone();
     let ctx = Arc::new(Context::new(client, config, options, metrics, plugs)?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -415,6 +435,25 @@ pub async fn run(
                 tracing::debug!(error = %e, "socket reconcile did not complete");
             }
         });
+    let pod_watch_stop = stopped(stop_rx.clone());
+    let pod_watch = async move {
+        let events = pod_events.for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "watching apparatus pods failed; idle pods are not cleaned up until it recovers");
+            }
+        });
+        tokio::select! {
+            () = events => {}
+            () = pod_watch_stop => {}
+        }
+    };
+    let reaper = pods::reap(
+        ctx.clone(),
+        pods_store,
+        plugs_for_reaper,
+        sockets,
+        stopped(stop_rx.clone()),
+    );
     let deferred_run = deferred_controller
         .graceful_shutdown_on(stopped(stop_rx))
         .run(deferred::reconcile, deferred::error_policy, ctx)
@@ -427,7 +466,14 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(plug_run, socket_run, deferred_run, trigger);
+    tokio::join!(
+        plug_run,
+        socket_run,
+        deferred_run,
+        pod_watch,
+        reaper,
+        trigger
+    );
     Ok(())
 }
 

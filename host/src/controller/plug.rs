@@ -401,7 +401,6 @@ async fn couple(
     status: &mut PlugStatus,
 ) -> Result<Outcome, Error> {
     let plug_owner = Owner::plug(plug);
-    plug_owner.unsupported()?;
     status.apparatus = plug_owner.apparatus_status(ctx).await?;
     let plug_json = to_json("the Plug", plug)?;
 
@@ -498,7 +497,6 @@ async fn couple(
         ));
     };
     let socket_owner = Owner::socket(&socket);
-    socket_owner.unsupported()?;
     let socket_json = to_json("the Socket", &*socket)?;
     let parties = Parties {
         plug,
@@ -677,18 +675,23 @@ async fn decouple(
 ) -> Result<(), Error> {
     let force = forced(plug);
     let plug_owner = Owner::plug(plug);
+    // A failure passed over: with the force annotation, or when no apparatus pod can start
+    // because the namespace is being deleted (its deletion must finish).
+    let skip = |error: &Error| force || error.namespace_terminating();
     let pass = |result: Result<(), Error>| async {
         match result {
-            Err(error) if force => {
+            Err(error) if skip(&error) => {
+                let why = if force {
+                    format!("{FORCE_DECOUPLE_ANNOTATION} is set")
+                } else {
+                    "the namespace is being deleted".to_owned()
+                };
                 write::event(
                     ctx,
                     plug,
                     true,
                     reasons::DECOUPLE_FAILED,
-                    format!(
-                        "{FORCE_DECOUPLE_ANNOTATION} is set, decoupling anyway: {}",
-                        error.message()
-                    ),
+                    format!("{why}, decoupling anyway: {}", error.message()),
                 )
                 .await;
                 Ok(())
@@ -707,7 +710,7 @@ async fn decouple(
             };
             let seed = match seed_for(ctx, plug, socket).await {
                 Ok(seed) => seed,
-                Err(error) if force => {
+                Err(error) if skip(&error) => {
                     pass(Err(error)).await?;
                     None
                 }
@@ -715,7 +718,7 @@ async fn decouple(
             };
             let computed = match sources::configs(ctx, parties, seed.as_ref()).await {
                 Ok(computed) => computed,
-                Err(error) if force => {
+                Err(error) if skip(&error) => {
                     pass(Err(error)).await?;
                     Computed::default()
                 }
@@ -851,7 +854,7 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
             )
             .await;
             match ran {
-                Err(error) if forced(plug) => {
+                Err(error) if forced(plug) || error.namespace_terminating() => {
                     write::event(ctx, plug, true, reasons::DECOUPLE_FAILED, error.message()).await;
                 }
                 other => other?,
@@ -862,6 +865,7 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
     .await;
     match result {
         Ok(()) => {
+            super::pods::delete_for_owner(ctx, Owner::plug(plug)).await;
             write::remove_finalizer(ctx, plug).await?;
             Ok(Action::await_change())
         }
