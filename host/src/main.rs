@@ -70,7 +70,8 @@ struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Manage only Plugs and Sockets matching this label selector (to shard across instances).
+    /// Manage only Plugs, Sockets and DeferredResources matching this label selector (to shard
+    /// across instances).
     #[arg(long, env = "PLUGBOARD_SELECTOR")]
     selector: Option<String>,
     /// Reconciles running at once per controller.

@@ -9,6 +9,9 @@
 mod api;
 mod coupling;
 mod deferred;
+mod engine;
+mod engine_recheck;
+mod engine_values;
 mod plan;
 mod pods;
 mod rbac;

@@ -55,6 +55,9 @@ pub enum Reply {
     Status(u16),
     /// Accept the request and never answer, until the recorder is dropped.
     Hang,
+    /// Status 200 with `{"<key>": n}`, where `n` counts the requests answered this way (1, 2,
+    /// ...): a deliberately non-deterministic apparatus.
+    Counter(String),
 }
 
 /// A running loopback apparatus. Cloning gives another handle to the same server, which
@@ -78,6 +81,8 @@ struct State {
     calls: Vec<RecordedCall>,
     /// Path suffixes and their replies, in registration order; the latest match wins.
     replies: Vec<(String, Reply)>,
+    /// Requests answered with [`Reply::Counter`] so far.
+    counted: u64,
 }
 
 /// Stops the server task (and with it every connection) when the last handle goes away.
@@ -217,12 +222,21 @@ async fn handle(
             forwarded_for,
             received,
         });
-        state
+        let reply = state
             .replies
             .iter()
             .rev()
             .find(|(suffix, _)| path.ends_with(suffix.as_str()))
-            .map(|(_, reply)| reply.clone())
+            .map(|(_, reply)| reply.clone());
+        match reply {
+            Some(Reply::Counter(key)) => {
+                state.counted += 1;
+                let mut answer = serde_json::Map::new();
+                answer.insert(key, Value::from(state.counted));
+                Some(Reply::Json(Value::Object(answer)))
+            }
+            other => other,
+        }
     };
     let response = match reply.unwrap_or_else(|| Reply::Json(Value::Object(Default::default()))) {
         Reply::Json(value) => {
@@ -240,6 +254,8 @@ async fn handle(
             response
         }
         Reply::Hang => std::future::pending().await,
+        // Resolved to `Json` above, under the lock.
+        Reply::Counter(_) => Response::new(Full::new(Bytes::new())),
     };
     Ok(response)
 }
@@ -318,6 +334,11 @@ mod tests {
         assert!(recorder.calls().is_empty());
         assert_eq!(post(&url, "/config", "{}").await, Ok((500, Value::Null)));
         assert_eq!(recorder.calls().len(), 1);
+
+        // A counter answers differently every time.
+        recorder.reply("/count", Reply::Counter("n".into()));
+        assert_eq!(post(&url, "/count", "").await, Ok((200, json!({"n": 1}))));
+        assert_eq!(post(&url, "/count", "").await, Ok((200, json!({"n": 2}))));
     }
 
     #[tokio::test]

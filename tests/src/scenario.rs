@@ -348,6 +348,18 @@ impl Scenario {
         .unwrap_or_else(|| unreachable!("a Ready Socket exists"))
     }
 
+    /// Waits until a Socket's Ready condition has `reason`, and returns it.
+    pub async fn wait_socket_reason(&self, ns: &str, name: &str, reason: &str) -> Socket {
+        self.wait::<Socket, _>(
+            ns,
+            name,
+            &format!("Socket {ns}/{name} to show reason {reason}"),
+            |s| s.is_some_and(|s| socket_condition(s, "Ready").is_some_and(|c| c.reason == reason)),
+        )
+        .await
+        .unwrap_or_else(|| unreachable!("the Socket exists"))
+    }
+
     /// Waits until a DeferredResource's Ready condition has `reason`, and returns it.
     pub async fn wait_deferred_reason(
         &self,

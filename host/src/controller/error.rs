@@ -282,11 +282,22 @@ impl Error {
 }
 
 /// Renders an error chain on one line, bounded.
+/// One link of a chain. An API server refusal reads as its message and reason, not as the
+/// client's debug dump of the whole Status.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) if !status.message.is_empty() => {
+            format!("{} ({})", status.message, status.reason)
+        }
+        _ => e.to_string(),
+    }
+}
+
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        let text = s.to_string();
+        let text = describe(s);
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);

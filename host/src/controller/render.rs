@@ -65,7 +65,8 @@ impl Renderer<'_> {
         Ok(Some(out))
     }
 
-    /// The resource steps of `owner` at `point`.
+    /// The resource steps of `owner` at `point`, labelled with the context's coupling (none at
+    /// created and deleted, whose context is the owner only).
     pub(crate) fn lifecycle_steps(
         &self,
         owner: Owner<'_>,
@@ -79,7 +80,7 @@ impl Renderer<'_> {
             &owner.spec.resources,
             point,
             &owner.object_owner(),
-            self.seed.map(|s| s.coupling.as_str()),
+            self.context.coupling.as_deref(),
             &render,
         )
         .map_err(|source| owner.resource_error(source))
@@ -94,7 +95,7 @@ impl Renderer<'_> {
         resources::plan_results(
             &owner.spec.result_resources,
             &owner.object_owner(),
-            self.seed.map(|s| s.coupling.as_str()),
+            self.context.coupling.as_deref(),
             &render,
         )
         .map_err(|source| owner.resource_error(source))
@@ -149,5 +150,62 @@ impl Owner<'_> {
             owner: self.describe(),
             source: Box::new(source),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::apparatus::Side;
+    use crate::crd::{Resource, SideSpec};
+    use crate::engine::resources::COUPLING_LABEL;
+
+    fn labels_at(renderer: &Renderer<'_>, spec: &SideSpec, point: LifecyclePoint) -> Value {
+        let owner = Owner {
+            side: Side::Plug,
+            name: "app",
+            namespace: "team",
+            uid: "plug-uid",
+            spec,
+        };
+        let steps = renderer.lifecycle_steps(owner, point).unwrap();
+        steps[0].object().object["metadata"]["labels"].clone()
+    }
+
+    /// The coupling label comes from the coupling of the context, also when no template uses
+    /// `password` (and so no seed was loaded).
+    #[test]
+    fn coupling_label_does_not_depend_on_the_password_seed() {
+        let spec = SideSpec {
+            resources: vec![Resource {
+                when: LifecyclePoint::ALL.to_vec(),
+                template: Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": {"name": "cm"}})),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let limits = TemplateLimits::default();
+        let coupled = Renderer {
+            context: TemplateContext {
+                coupling: Some("c0ffee".to_owned()),
+                ..Default::default()
+            },
+            seed: None,
+            limits: &limits,
+        };
+        let labels = labels_at(&coupled, &spec, LifecyclePoint::Coupled);
+        assert_eq!(labels[COUPLING_LABEL], "c0ffee");
+
+        let created = Renderer {
+            context: TemplateContext::default(),
+            seed: None,
+            limits: &limits,
+        };
+        let labels = labels_at(&created, &spec, LifecyclePoint::Created);
+        assert!(labels.get(COUPLING_LABEL).is_none(), "{labels}");
     }
 }

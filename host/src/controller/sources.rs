@@ -272,6 +272,65 @@ fn needs_data(spec: &SideSpec) -> bool {
     spec.apparatus.is_some() || !spec.config_template.is_empty() || !spec.result_template.is_empty()
 }
 
+/// A side's config from its sources, later winning: Secret `configSecretName`, `config`,
+/// rendered `configTemplate`, ConfigMap `configConfigMapName`, the apparatus `config` reply.
+async fn merged_config(
+    ctx: &Context,
+    owner: Owner<'_>,
+    templates: Option<Values>,
+    apparatus: Option<Values>,
+) -> Result<Values, Error> {
+    let spec = owner.spec;
+    Ok(config::merge(Sources {
+        secret: optional_secret(
+            ctx,
+            owner,
+            spec.config_secret_name.as_ref(),
+            "spec.configSecretName",
+        )
+        .await?,
+        inline: spec.config.clone(),
+        templates,
+        config_map: optional_config_map(
+            ctx,
+            owner,
+            spec.config_config_map_name.as_ref(),
+            "spec.configConfigMapName",
+        )
+        .await?,
+        apparatus,
+    }))
+}
+
+/// A side's result from its sources, later winning: Secret `resultSecretName`, `result`,
+/// rendered `resultTemplate`, ConfigMap `resultConfigMapName`.
+async fn merged_result(
+    ctx: &Context,
+    owner: Owner<'_>,
+    templates: Option<Values>,
+) -> Result<Values, Error> {
+    let spec = owner.spec;
+    Ok(config::merge(Sources {
+        secret: optional_secret(
+            ctx,
+            owner,
+            spec.result_secret_name.as_ref(),
+            "spec.resultSecretName",
+        )
+        .await?,
+        inline: spec.result.clone(),
+        templates,
+        config_map: optional_config_map(
+            ctx,
+            owner,
+            spec.result_config_map_name.as_ref(),
+            "spec.resultConfigMapName",
+        )
+        .await?,
+        apparatus: None,
+    }))
+}
+
 /// The template context every template of a coupling starts from.
 pub(crate) fn base_context(parties: Parties<'_>, seed: Option<&Seed>) -> TemplateContext {
     TemplateContext {
@@ -389,25 +448,7 @@ pub(crate) async fn configs(
             limits: &ctx.options.templates,
         };
         let templates = renderer.render_map(owner, "spec.configTemplate", &spec.config_template)?;
-        let merged = config::merge(Sources {
-            secret: optional_secret(
-                ctx,
-                owner,
-                spec.config_secret_name.as_ref(),
-                "spec.configSecretName",
-            )
-            .await?,
-            inline: spec.config.clone(),
-            templates,
-            config_map: optional_config_map(
-                ctx,
-                owner,
-                spec.config_config_map_name.as_ref(),
-                "spec.configConfigMapName",
-            )
-            .await?,
-            apparatus,
-        });
+        let merged = merged_config(ctx, owner, templates, apparatus).await?;
         out.push(
             config::validate(owner.side, ValuesKind::Config, properties, merged)
                 .map_err(Error::Interface)?,
@@ -475,25 +516,7 @@ pub(crate) async fn results(
             limits: &ctx.options.templates,
         };
         let templates = renderer.render_map(owner, "spec.resultTemplate", &spec.result_template)?;
-        let merged = config::merge(Sources {
-            secret: optional_secret(
-                ctx,
-                owner,
-                spec.result_secret_name.as_ref(),
-                "spec.resultSecretName",
-            )
-            .await?,
-            inline: spec.result.clone(),
-            templates,
-            config_map: optional_config_map(
-                ctx,
-                owner,
-                spec.result_config_map_name.as_ref(),
-                "spec.resultConfigMapName",
-            )
-            .await?,
-            apparatus: None,
-        });
+        let merged = merged_result(ctx, owner, templates).await?;
         match config::validate(owner.side, ValuesKind::Result, properties, merged) {
             Ok(values) => out.push(values),
             Err(missing) => return Ok(Err(missing)),
@@ -519,25 +542,7 @@ pub(crate) async fn socket_self_check(ctx: &Context, socket: &Socket) -> Result<
             .and_then(|i| i.config.as_ref())
             .and_then(|c| c.socket.as_ref())
     {
-        let merged = config::merge(Sources {
-            secret: optional_secret(
-                ctx,
-                owner,
-                spec.config_secret_name.as_ref(),
-                "spec.configSecretName",
-            )
-            .await?,
-            inline: spec.config.clone(),
-            templates: None,
-            config_map: optional_config_map(
-                ctx,
-                owner,
-                spec.config_config_map_name.as_ref(),
-                "spec.configConfigMapName",
-            )
-            .await?,
-            apparatus: None,
-        });
+        let merged = merged_config(ctx, owner, None, None).await?;
         config::validate(owner.side, ValuesKind::Config, Some(properties), merged)
             .map_err(Error::Interface)?;
     }
