@@ -3,12 +3,13 @@
 //!
 //! The crate is organised along the data flow of a reconcile: [`crd`] holds the API types
 //! watched and written; [`engine`] is the pure core (config, interface, admission, checksums);
-//! [`apparatus`] calls hooks; [`oci`] fetches WebAssembly components from registries;
+//! [`apparatus`] calls hooks, within the operator's [`egress`] policy; [`oci`] fetches WebAssembly components from registries;
 //! [`controller`] loads objects, runs the lifecycle and writes status and Events.
 
 pub mod apparatus;
 pub mod controller;
 pub mod crd;
+pub mod egress;
 pub mod engine;
 pub mod metrics;
 pub mod oci;

@@ -121,6 +121,29 @@ struct RunArgs {
     /// plugboard running outside the cluster. Needs `create` on `pods/proxy`.
     #[arg(long, env = "PLUGBOARD_APPARATUS_VIA_API_SERVER")]
     apparatus_via_api_server: bool,
+    /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect even though the
+    /// built-in policy refuses it: CIDRs (`127.0.0.0/8` for a loopback apparatus) or, with
+    /// --egress-deny-unlisted, host names (`api.example.com`, `*.example.com`). Comma-separated,
+    /// repeatable. Host names never lift the refusal of an address.
+    #[arg(
+        long = "egress-allow",
+        env = "PLUGBOARD_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    egress_allow: Vec<String>,
+    /// Where they may never connect, winning over every allow: CIDRs or host names, e.g.
+    /// `10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7` to refuse private ranges (allowed
+    /// by default, since in-cluster apparatus Services live there).
+    #[arg(
+        long = "egress-deny",
+        env = "PLUGBOARD_EGRESS_DENY",
+        value_delimiter = ','
+    )]
+    egress_deny: Vec<String>,
+    /// Refuse every address that --egress-allow does not list (allow-list mode). Loopback,
+    /// link-local, metadata and the API server are refused by default either way.
+    #[arg(long, env = "PLUGBOARD_EGRESS_DENY_UNLISTED")]
+    egress_deny_unlisted: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,7 +184,19 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The non-empty entries of an egress flag (an empty environment variable means none).
+fn egress_rules(entries: &[String]) -> anyhow::Result<Vec<plugboard::egress::EgressRule>> {
+    entries
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| e.parse().map_err(anyhow::Error::from))
+        .collect()
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let egress_allow = egress_rules(&args.egress_allow).context("--egress-allow")?;
+    let egress_deny = egress_rules(&args.egress_deny).context("--egress-deny")?;
     let config = kube::Config::infer()
         .await
         .context("failed to find a kubeconfig or in-cluster configuration")?;
@@ -185,6 +220,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
     options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
     options.wasm.max_memory = args.wasm_max_memory_mib.max(1) << 20;
+    options.egress.allow = egress_allow;
+    options.egress.deny = egress_deny;
+    options.egress.deny_unlisted = args.egress_deny_unlisted;
     tracing::info!(?options, "starting plugboard");
     let metrics = std::sync::Arc::new(plugboard::metrics::Metrics::default());
     let shutdown = async {
@@ -309,9 +347,18 @@ mod dev {
             .context("failed to create the sample Plug")?;
 
         let config = cp.config().await?;
+        // The playground is local: its apparatuses, if you add any, listen on loopback, which
+        // the default egress policy refuses. `dev` allows loopback (only there).
+        eprintln!(
+            "egress policy: loopback allowed for this local playground (plugboard run refuses it \
+             unless --egress-allow 127.0.0.0/8 is given)"
+        );
+        let mut options = plugboard::controller::Options {
+            egress: plugboard::egress::EgressOptions::default().allowing_loopback(),
+            ..Default::default()
+        };
         // The operator runs outside the (local) cluster: apparatus pods are reached through
         // the API server.
-        let mut options = plugboard::controller::Options::default();
         options.pods.via_api_server = true;
         let operator = plugboard::controller::Operator::spawn(client.clone(), config, options);
         eprintln!("operator running; waiting for the sample Plug to couple…");

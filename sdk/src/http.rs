@@ -24,7 +24,10 @@ use crate::host;
 pub struct Request {
     /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`.
     pub method: String,
-    /// Absolute `http://` or `https://` URL; its host must be in the spec's `allowedHosts`.
+    /// Absolute `http://` or `https://` URL; its host and port must be in the spec's
+    /// `allowedHosts` (an entry without a port allows only 443 for `https` and 80 for `http`)
+    /// and the operator's egress policy must permit the address it resolves to. Redirects are
+    /// never followed: a 3xx is the response.
     pub url: String,
     /// Request headers.
     pub headers: Vec<(String, String)>,
@@ -132,7 +135,8 @@ impl Response {
 /// Why a request got no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The URL's host is not in the spec's `allowedHosts`, or the URL is not usable.
+    /// The URL's host and port are not in the spec's `allowedHosts`, the operator's egress
+    /// policy refuses the address, or the URL is not usable.
     #[error("request denied: {0}")]
     Denied(String),
     /// No response within the host's request timeout.

@@ -9,6 +9,7 @@
 mod api;
 mod coupling;
 mod deferred;
+mod egress;
 mod engine;
 mod engine_recheck;
 mod engine_values;

@@ -55,6 +55,8 @@ pub enum Reply {
     Status(u16),
     /// Accept the request and never answer, until the recorder is dropped.
     Hang,
+    /// Status 302 with this `Location`: a redirect, which plugboard must not follow.
+    Redirect(String),
     /// Status 200 with `{"<key>": n}`, where `n` counts the requests answered this way (1, 2,
     /// ...): a deliberately non-deterministic apparatus.
     Counter(String),
@@ -251,6 +253,16 @@ async fn handle(
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() =
                 StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response
+        }
+        Reply::Redirect(location) => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::FOUND;
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&location) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::LOCATION, value);
+            }
             response
         }
         Reply::Hang => std::future::pending().await,

@@ -66,6 +66,9 @@ pub fn test_options(run: &str) -> Options {
     options.http.retry_backoff_max = Duration::from_millis(100);
     options.pods.ready_timeout = Duration::from_secs(20);
     options.pods.reap_interval = Duration::from_millis(200);
+    // The recorder apparatus and registries listen on loopback, which the default egress
+    // policy refuses: tests allow it explicitly (the default stays deny).
+    options.egress = plugboard::egress::EgressOptions::default().allowing_loopback();
     options
 }
 

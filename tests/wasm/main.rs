@@ -97,8 +97,15 @@ fn guest_message(result: Result<Values, WasmError>) -> String {
     }
 }
 
+/// The policy these tests run under: the default plus loopback, where their servers listen.
+fn loopback_egress() -> plugboard::egress::EgressPolicy {
+    plugboard::egress::EgressPolicy::new(
+        plugboard::egress::EgressOptions::default().allowing_loopback(),
+    )
+}
+
 fn runtime() -> WasmRuntime {
-    WasmRuntime::new(WasmOptions::default()).unwrap()
+    WasmRuntime::new(WasmOptions::default(), loopback_egress()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,13 +252,13 @@ async fn compiled_components_are_cached_across_restarts() {
     };
     let path = component("recorder").await;
     let digest = digest(&path);
-    let first = WasmRuntime::new(options.clone())
+    let first = WasmRuntime::new(options.clone(), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
     assert!(!first.from_cache);
     // A new runtime is a restarted operator: same cache, new engine.
-    let second = WasmRuntime::new(options.clone())
+    let second = WasmRuntime::new(options.clone(), loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();
@@ -270,7 +277,7 @@ async fn compiled_components_are_cached_across_restarts() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&compiled, bytes).unwrap();
-    let third = WasmRuntime::new(options)
+    let third = WasmRuntime::new(options, loopback_egress())
         .unwrap()
         .load(&digest, &path)
         .unwrap();

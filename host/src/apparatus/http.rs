@@ -11,7 +11,11 @@
 //!   carry only the owner (`plug` or `socket`); the others carry `plug`, `socket`, `plugConfig`
 //!   and `socketConfig`. The answer body is ignored.
 //!
-//! A status of 400 or more is an error and never retried. Transport failures (connection
+//! A status of 400 or more is an error and never retried. Redirects are never followed: a 3xx
+//! answer is an error naming its status ([`HttpApparatusError::Redirect`]), so an endpoint
+//! cannot bounce the configs in the body to another host. Every connection is subject to the
+//! operator's [`EgressPolicy`], judged against the resolved address at connect time; a refused
+//! endpoint is [`HttpApparatusError::EgressDenied`] and never retried. Transport failures (connection
 //! refused, DNS, a connection closed before the answer) are retried with exponential backoff;
 //! when retries run out the error is [`HttpApparatusError::Unreachable`], the "apparatus is not
 //! running" class that makes the operator start apparatus pods. A call that gets no answer
@@ -36,6 +40,7 @@ use tracing::Instrument;
 
 use super::{ConfigRequest, HookRequest, Side};
 use crate::crd::LifecyclePoint;
+use crate::egress::{self, EgressDenied, EgressPolicy};
 use crate::engine::Values;
 
 /// Tuning of [`HttpApparatus`] calls.
@@ -116,8 +121,8 @@ pub enum HttpApparatusError {
         /// The timeout that passed.
         after: Duration,
     },
-    /// The request could not be sent for a reason retrying cannot fix (for example a
-    /// redirect loop).
+    /// The request could not be sent for a reason retrying cannot fix (for example an
+    /// invalid request).
     #[error("failed to send the request to apparatus at {url}")]
     Request {
         /// The request URL, without credentials.
@@ -135,6 +140,28 @@ pub enum HttpApparatusError {
         code: u16,
         /// The request URL, without credentials.
         url: String,
+    },
+    /// The apparatus answered with a redirect, which plugboard never follows.
+    #[error(
+        "{what} got a redirect ({code} status) from POST {url}; plugboard does not follow \
+         redirects, so set the endpoint to the final URL"
+    )]
+    Redirect {
+        /// `config` or `event <point>`.
+        what: String,
+        /// The HTTP status code.
+        code: u16,
+        /// The request URL, without credentials.
+        url: String,
+    },
+    /// The operator's egress policy refuses the endpoint's address.
+    #[error("refused to call apparatus at {url}")]
+    EgressDenied {
+        /// The request URL, without credentials.
+        url: String,
+        /// Which address and why.
+        #[source]
+        source: EgressDenied,
     },
     /// The answer was larger than [`HttpOptions::max_response_bytes`].
     #[error(
@@ -207,6 +234,11 @@ impl HttpApparatusError {
     /// Whether the apparatus did not connect or answer in time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, HttpApparatusError::Timeout { .. })
+    }
+
+    /// Whether the operator's egress policy refused the endpoint.
+    pub fn is_egress_denied(&self) -> bool {
+        matches!(self, HttpApparatusError::EgressDenied { .. })
     }
 }
 
@@ -445,6 +477,7 @@ fn redact(url: &str) -> String {
 pub struct HttpApparatus {
     client: reqwest::Client,
     options: Arc<HttpOptions>,
+    egress: EgressPolicy,
 }
 
 #[derive(Serialize)]
@@ -484,11 +517,17 @@ enum AttemptError {
 impl HttpApparatus {
     /// Builds a client. TLS uses rustls with the ring provider and the platform's root
     /// certificates; when none can be loaded a warning is logged and `https` endpoints fail
-    /// certificate verification, while `http` endpoints keep working.
-    pub fn new(options: HttpOptions) -> Result<HttpApparatus, HttpApparatusError> {
+    /// certificate verification, while `http` endpoints keep working. Connections go only
+    /// where `egress` permits, and redirects are never followed.
+    pub fn new(
+        options: HttpOptions,
+        egress: EgressPolicy,
+    ) -> Result<HttpApparatus, HttpApparatusError> {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls_config())
             .connect_timeout(options.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(egress.resolver())
             .user_agent(concat!("plugboard/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| HttpApparatusError::Client {
@@ -497,6 +536,7 @@ impl HttpApparatus {
         Ok(HttpApparatus {
             client,
             options: Arc::new(options),
+            egress,
         })
     }
 
@@ -622,6 +662,17 @@ impl HttpApparatus {
         what: &str,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, HttpApparatusError> {
+        // An address literal never reaches the resolver, so it is judged here; names are
+        // judged by the resolver against the addresses they resolve to.
+        if let Ok(parsed) = reqwest::Url::parse(url)
+            && let Err(source) = self.egress.check_url(&parsed)
+        {
+            tracing::debug!(%source, "egress policy refused the endpoint");
+            return Err(HttpApparatusError::EgressDenied {
+                url: shown.to_owned(),
+                source,
+            });
+        }
         let options = &self.options;
         let mut attempts = 0u32;
         loop {
@@ -691,6 +742,13 @@ impl HttpApparatus {
         };
         let status = response.status();
         tracing::debug!(status = status.as_u16(), "apparatus answered");
+        if status.is_redirection() {
+            return Err(AttemptError::Final(HttpApparatusError::Redirect {
+                what: what.to_owned(),
+                code: status.as_u16(),
+                url: shown.to_owned(),
+            }));
+        }
         if status.as_u16() >= 400 {
             return Err(AttemptError::Final(HttpApparatusError::Status {
                 what: what.to_owned(),
@@ -800,6 +858,12 @@ fn classify(
     answered: bool,
 ) -> AttemptError {
     let e = e.without_url();
+    if let Some(denied) = egress::find_denied(&e) {
+        return AttemptError::Final(HttpApparatusError::EgressDenied {
+            url: shown.to_owned(),
+            source: denied.clone(),
+        });
+    }
     if e.is_timeout() {
         // Only the connect timeout is set on the client; the request timeout is ours.
         AttemptError::Final(HttpApparatusError::Timeout {
@@ -1350,8 +1414,98 @@ mod tests {
         }
     }
 
+    /// A client whose egress policy permits the loopback test servers.
     fn client(options: HttpOptions) -> HttpApparatus {
-        HttpApparatus::new(options).unwrap()
+        let egress = EgressPolicy::new(egress::EgressOptions::default().allowing_loopback());
+        HttpApparatus::new(options, egress).unwrap()
+    }
+
+    fn config_request<'a>(
+        plug: &'a Value,
+        socket: &'a Value,
+        empty: &'a Values,
+    ) -> ConfigRequest<'a> {
+        ConfigRequest {
+            side: Side::Plug,
+            plug,
+            socket,
+            plug_data: empty,
+            socket_data: empty,
+            vars: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_errors_and_never_followed() {
+        let handler: Handler = Arc::new(|path: &str| {
+            if path == "/config" {
+                (302, Vec::new())
+            } else {
+                (200, b"{}".to_vec())
+            }
+        });
+        let server = Server::start(0, handler).await;
+        // The Location header is absent; reqwest would still not follow with Policy::none, and
+        // the answer must be an error naming the status either way.
+        let (plug, socket, empty) = (plug(), socket(), Values::new());
+        let err = client(fast_options())
+            .config(
+                &server.endpoint(""),
+                &config_request(&plug, &socket, &empty),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HttpApparatusError::Redirect { code: 302, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("does not follow redirects"),
+            "{err}"
+        );
+        assert_eq!(
+            server.seen().len(),
+            1,
+            "the redirect was retried or followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn default_egress_policy_refuses_loopback_without_connecting() {
+        let server = Server::start(0, answering(200, "{}")).await;
+        let apparatus = HttpApparatus::new(fast_options(), EgressPolicy::default()).unwrap();
+        let (plug, socket, empty) = (plug(), socket(), Values::new());
+        let req = config_request(&plug, &socket, &empty);
+        // An address literal: judged before sending.
+        let err = apparatus
+            .config(&server.endpoint(""), &req)
+            .await
+            .unwrap_err();
+        assert!(err.is_egress_denied(), "{err:?}");
+        assert!(!err.is_unreachable());
+        // A name resolving to loopback: judged by the resolver at connect time.
+        let port = server
+            .endpoint("")
+            .to_string()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        let by_name =
+            Endpoint::resolve(Some(&format!("localhost:{port}")), "p", "ns", false).unwrap();
+        let err = apparatus.config(&by_name, &req).await.unwrap_err();
+        assert!(err.is_egress_denied(), "{err:?}");
+        let message = crate::controller::Error::Apparatus {
+            side: Side::Plug,
+            source: err,
+        }
+        .message();
+        assert!(
+            message.contains("egress policy refuses localhost (127.0.0.1)")
+                || message.contains("egress policy refuses localhost (::1)"),
+            "{message}"
+        );
+        assert!(server.seen().is_empty(), "a refused endpoint was reached");
     }
 
     fn values(pairs: &[(&str, &str)]) -> Values {

@@ -219,6 +219,7 @@ impl Error {
             | Error::Encode { .. } => "ReconcileError",
             Error::SourceRead { .. } | Error::SourceNotText { .. } => reasons::SOURCE_UNAVAILABLE,
             Error::Interface(_) => reasons::CONFIG_INVALID,
+            Error::Apparatus { source, .. } if source.is_egress_denied() => reasons::EGRESS_DENIED,
             Error::Endpoint { .. } | Error::Apparatus { .. } => reasons::APPARATUS_FAILED,
             Error::Policy(_) => reasons::INVALID_POLICY,
             Error::Pod { source, .. } => source.reason(),
@@ -275,13 +276,13 @@ impl Error {
     }
 
     /// The message: this error and its causes, joined with ": ", skipping a cause whose text
-    /// its parent already contains. Bounded to 1 KiB.
+    /// its parent already contains. Bounded to 1 KiB, control characters replaced (see
+    /// [`sanitize`]).
     pub fn message(&self) -> String {
         chain(self)
     }
 }
 
-/// Renders an error chain on one line, bounded.
 /// One link of a chain. An API server refusal reads as its message and reason, not as the
 /// client's debug dump of the whole Status.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
@@ -293,6 +294,8 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// Renders an error chain on one line, bounded and sanitised: the one place where text from
+/// endpoints, components and the API server becomes a condition message or an Event note.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -304,14 +307,56 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    const MAX: usize = 1024;
-    if out.len() > MAX {
-        let mut end = MAX;
-        while !out.is_char_boundary(end) {
-            end -= 1;
+    sanitize(&out, MAX_MESSAGE)
+}
+
+/// The longest condition message or Event note built from an error, in bytes.
+pub(crate) const MAX_MESSAGE: usize = 1024;
+
+/// `text` made safe to show in status and Events: each control character (newlines, escape
+/// sequences, NUL, bidirectional overrides) becomes `\u{…}` text, and the result is cut to
+/// `max` bytes (at a character boundary, marked with `…`). Text that came from Secrets must
+/// not reach here at all (callers keep it out; WebAssembly guest text is scrubbed of the
+/// values the hook received).
+pub(crate) fn sanitize(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 4);
+    for c in text.chars() {
+        let escaped;
+        let mut buf = [0u8; 4];
+        let piece: &str =
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                escaped = c.escape_unicode().to_string();
+                &escaped
+            } else {
+                c.encode_utf8(&mut buf)
+            };
+        if out.len() + piece.len() > max {
+            out.push('…');
+            break;
         }
-        out.truncate(end);
-        out.push('…');
+        out.push_str(piece);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_bounded_and_free_of_control_characters() {
+        assert_eq!(sanitize("plain text", 100), "plain text");
+        assert_eq!(
+            sanitize("line one\nline two\x1b[31m\u{202e}", 100),
+            "line one\\u{a}line two\\u{1b}[31m\\u{202e}"
+        );
+        let long = "é".repeat(1000);
+        let cut = sanitize(&long, MAX_MESSAGE);
+        assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        let error = Error::HttpSetup(format!("guest said {}\r\n{}", "x".repeat(5000), "y"));
+        let message = error.message();
+        assert!(!message.chars().any(char::is_control), "{message}");
+        assert!(message.len() <= MAX_MESSAGE + 3);
+    }
 }

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use crate::apparatus::http::{HttpApparatus, HttpOptions};
 use crate::crd::{DeferredResource, Plug, Socket};
+use crate::egress::{EgressOptions, EgressPolicy};
 use crate::engine::template::TemplateLimits;
 use crate::metrics::Metrics;
 use crate::oci::{ComponentStore, StoreOptions};
@@ -88,6 +89,9 @@ pub struct Options {
     /// Apparatus pods: how long to wait for readiness, how to reach them, how often idle ones
     /// are looked for.
     pub pods: PodOptions,
+    /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect, besides the
+    /// built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
+    pub egress: EgressOptions,
 }
 
 impl Default for Options {
@@ -106,6 +110,7 @@ impl Default for Options {
             recheck: Duration::from_secs(120),
             templates: TemplateLimits::default(),
             pods: PodOptions::default(),
+            egress: EgressOptions::default(),
         }
     }
 }
@@ -144,8 +149,9 @@ impl std::fmt::Debug for Context {
 const MAX_IMPERSONATED_CLIENTS: usize = 512;
 
 impl Context {
-    /// Everything reconciles share: clients, apparatus runtimes, caches.
-    pub(crate) fn new(
+    /// Everything reconciles share: clients, apparatus runtimes, caches. The egress policy
+    /// also refuses the API server that `config` points at.
+    pub(crate) async fn new(
         client: Client,
         config: Config,
         options: Options,
@@ -156,17 +162,23 @@ impl Context {
             controller: "plugboard".into(),
             instance: Some(options.instance.clone()),
         };
-        let http = HttpApparatus::new(options.http.clone())
+        let egress = EgressPolicy::new(options.egress.clone())
+            .with_api_server(&config.cluster_url.to_string())
+            .await;
+        let http = HttpApparatus::new(options.http.clone(), egress.clone())
             .map_err(|e| Error::HttpSetup(e.to_string()))?;
         let mut store_options = StoreOptions::new(options.cache_dir.join("oci"));
         store_options.plain_http_hosts = options.plain_http_registries.clone();
         let oci =
             ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
         let wasm = Arc::new(
-            WasmRuntime::new(WasmOptions {
-                cache_dir: Some(options.cache_dir.join("compiled")),
-                ..options.wasm.clone()
-            })
+            WasmRuntime::new(
+                WasmOptions {
+                    cache_dir: Some(options.cache_dir.join("compiled")),
+                    ..options.wasm.clone()
+                },
+                egress,
+            )
             .map_err(|e| Error::HttpSetup(e.to_string()))?,
         );
         Ok(Context {
@@ -412,7 +424,7 @@ pub async fn run(
         .default_backoff(),
     );
     let plugs_for_reaper = plugs.clone();
-    let ctx = Arc::new(Context::new(client, config, options, metrics, plugs)?);
+    let ctx = Arc::new(Context::new(client, config, options, metrics, plugs).await?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -55,11 +55,12 @@ pub async fn plan(
         options.clone(),
         Default::default(),
         store.clone(),
-    )?;
+    )
+    .await?;
     ctx.plan = Some(PlanMode { impersonate: true });
     match plan_with(&ctx, plug.clone()).await {
         Err(error) if error.message().contains("impersonate") => {
-            let mut ctx = Context::new(client, config, options, Default::default(), store)?;
+            let mut ctx = Context::new(client, config, options, Default::default(), store).await?;
             ctx.plan = Some(PlanMode { impersonate: false });
             let mut report = plan_with(&ctx, plug).await?;
             report.text.insert_str(

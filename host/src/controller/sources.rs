@@ -194,6 +194,8 @@ pub(crate) async fn read_secret(
         })?;
         values.insert(key, text);
     }
+    // Guest text that repeats these values is scrubbed before it reaches status or Events.
+    ctx.wasm.secret_values().remember(values.values());
     Ok(values)
 }
 

@@ -136,8 +136,10 @@ pub struct WasmApparatus {
     /// Limits of each hook call. They may lower the operator's defaults, never raise its bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<WasmLimits>,
-    /// Hosts (`host` or `host:port`) the component may send HTTP requests to. Empty means no
-    /// network access at all.
+    /// Hosts (`host` or `host:port`) the component may send HTTP requests to. An entry without
+    /// a port allows only the scheme's default port (443 for https, 80 for http). The operator's
+    /// egress policy applies on top (loopback, link-local and the API server are refused by
+    /// default). Empty means no network access at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
 }

@@ -63,6 +63,9 @@ pub mod reasons {
     /// `spec.apparatus` cannot run as a pod (no port named `container`, invalid pod, bad
     /// endpoint path).
     pub const APPARATUS_INVALID: &str = "ApparatusInvalid";
+    /// The operator's egress policy refused an address an apparatus endpoint or a component's
+    /// `host.send` would reach.
+    pub const EGRESS_DENIED: &str = "EgressDenied";
     /// Decoupling failed; the finalizer stays until it succeeds or is forced.
     pub const DECOUPLE_FAILED: &str = "DecoupleFailed";
     /// The Plug or Socket is being deleted.

@@ -5,7 +5,9 @@
 //! not recompile); every hook call gets a fresh instance in a fresh store with a wall-clock
 //! deadline, a memory cap and a WASI context that grants nothing — no preopened directories, no
 //! environment, no sockets. Guest stdout/stderr and `host.log` go to tracing, bounded. Outbound
-//! HTTP goes only through `host.send`, and only to the spec's `allowedHosts`. Calls run on
+//! HTTP goes only through `host.send`, only to the spec's `allowedHosts` (an entry without a
+//! port allows only the scheme's default port) and only where the operator's egress policy
+//! permits, judged on the resolved address at connect time; redirects are never followed. Calls run on
 //! blocking threads behind a semaphore, so a slow component cannot stall the async reactor or
 //! other reconciles. Every failure — trap, deadline, memory cap, output flood, guest error,
 //! incompatible component — is a typed [`WasmError`], never a crash of the operator.
@@ -27,6 +29,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::apparatus::{ConfigRequest, HookRequest, Side};
 use crate::crd::LifecyclePoint;
+use crate::egress::{EgressDenied, EgressPolicy};
 use crate::engine::Values;
 use state::CallState;
 
@@ -142,6 +145,19 @@ pub enum WasmError {
         /// The component's message.
         message: String,
     },
+    /// The hook failed after the operator's egress policy refused a request it sent.
+    #[error("the {hook} hook failed after a request it sent was refused ({kind}: {message})")]
+    EgressDenied {
+        /// The hook.
+        hook: &'static str,
+        /// `invalid input`, `retry later`, `failed` or `trapped`.
+        kind: &'static str,
+        /// The component's message.
+        message: String,
+        /// The refused request.
+        #[source]
+        source: EgressDenied,
+    },
     /// A limit in the spec cannot be used.
     #[error("invalid spec.apparatus.wasm.limits")]
     Limits(#[source] LimitsError),
@@ -169,6 +185,7 @@ impl WasmError {
             WasmError::Trap { .. } => "HookTrapped",
             WasmError::Guest { .. } => "HookFailed",
             WasmError::Limits(_) => "InvalidLimits",
+            WasmError::EgressDenied { .. } => crate::crd::conditions::reasons::EGRESS_DENIED,
         }
     }
 }
@@ -215,6 +232,8 @@ pub struct WasmRuntime {
     loaded: Mutex<HashMap<String, Arc<Loaded>>>,
     permits: Arc<Semaphore>,
     http: reqwest::Client,
+    egress: EgressPolicy,
+    secrets: Arc<SecretValues>,
     options: WasmOptions,
     ticking: Ticking,
 }
@@ -232,8 +251,9 @@ fn setup(e: impl std::fmt::Display) -> WasmError {
 }
 
 impl WasmRuntime {
-    /// Builds the engine, the linker and the epoch ticker.
-    pub fn new(options: WasmOptions) -> Result<Self, WasmError> {
+    /// Builds the engine, the linker and the epoch ticker. `host.send` reaches only what
+    /// `egress` permits.
+    pub fn new(options: WasmOptions, egress: EgressPolicy) -> Result<Self, WasmError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -261,6 +281,7 @@ impl WasmRuntime {
             .tls_backend_preconfigured(crate::apparatus::http::tls_config())
             .timeout(options.http_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(egress.resolver())
             .build()
             .map_err(setup)?;
 
@@ -284,6 +305,8 @@ impl WasmRuntime {
             loaded: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
             http,
+            egress,
+            secrets: Arc::new(SecretValues::default()),
             options,
             ticking,
         })
@@ -292,6 +315,12 @@ impl WasmRuntime {
     /// The runtime's options.
     pub fn options(&self) -> &WasmOptions {
         &self.options
+    }
+
+    /// The values read from Secrets, which guest text never carries into errors: whoever
+    /// reads a Secret for a coupling remembers its values here.
+    pub fn secret_values(&self) -> &SecretValues {
+        &self.secrets
     }
 
     /// Whether the component with `digest` is already loaded in this runtime.
@@ -383,6 +412,15 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
     ) -> Result<Values, WasmError> {
+        let inputs: Vec<String> = [
+            Some(request.plug_data),
+            Some(request.socket_data),
+            request.vars,
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|values| values.values().cloned())
+        .collect();
         let input = wit::ConfigInput {
             side: side(request.side),
             plug: request.plug.to_string(),
@@ -397,6 +435,7 @@ impl WasmRuntime {
                 "config",
                 limits,
                 context,
+                inputs,
                 move |store, apparatus| {
                     apparatus
                         .plugboard_apparatus_hooks()
@@ -416,6 +455,11 @@ impl WasmRuntime {
         context: CallContext,
     ) -> Result<(), WasmError> {
         let empty = Values::new();
+        let inputs: Vec<String> = [request.plug_config, request.socket_config]
+            .into_iter()
+            .flatten()
+            .flat_map(|values| values.values().cloned())
+            .collect();
         let input = wit::Coupling {
             side: side(request.side),
             plug: request.plug.map(ToString::to_string),
@@ -429,6 +473,7 @@ impl WasmRuntime {
             point.as_str(),
             limits,
             context,
+            inputs,
             move |store, apparatus| {
                 let hooks = apparatus.plugboard_apparatus_hooks();
                 match point {
@@ -449,6 +494,7 @@ impl WasmRuntime {
         hook: &'static str,
         limits: CallLimits,
         context: CallContext,
+        inputs: Vec<String>,
         f: F,
     ) -> Result<R, WasmError>
     where
@@ -460,18 +506,25 @@ impl WasmRuntime {
             + Send
             + 'static,
     {
+        // Only the inputs that came from Secrets are scrubbed from guest text.
+        let inputs: Vec<String> = inputs
+            .into_iter()
+            .filter(|v| self.secrets.contains(v))
+            .collect();
         let permit = self.permits.clone().acquire_owned().await.map_err(setup)?;
         let engine = self.engine.clone();
         let http = self.http.clone();
+        let egress = self.egress.clone();
         let options = self.options.clone();
         let handle = tokio::runtime::Handle::current();
         let ticking = self.ticking.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _ticking = ticking;
-            run(
-                &engine, &loaded, hook, limits, context, &options, http, handle, f,
-            )
+            let result = run(
+                &engine, &loaded, hook, limits, context, &options, http, egress, &inputs, handle, f,
+            );
+            result.map_err(|error| scrub_error(error, &inputs))
         })
         .await
         .map_err(|e| WasmError::Trap {
@@ -504,6 +557,8 @@ fn run<R, F>(
     context: CallContext,
     options: &WasmOptions,
     http: reqwest::Client,
+    egress: EgressPolicy,
+    secrets: &[String],
     handle: tokio::runtime::Handle,
     f: F,
 ) -> Result<R, WasmError>
@@ -513,7 +568,15 @@ where
         &bindings::Apparatus,
     ) -> wasmtime::Result<Result<R, wit::HookError>>,
 {
-    let (state, output) = CallState::new(&context, &limits, options, http, handle);
+    let (state, output) = CallState::new(
+        &context,
+        &limits,
+        options,
+        http,
+        egress,
+        secrets.to_vec(),
+        handle,
+    );
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
@@ -528,7 +591,8 @@ where
     let elapsed = started.elapsed();
     let denied_memory = store.data().limiter.denied;
     let last_log = store.data().last_log.clone();
-    output.flush(&context.owner, hook);
+    let egress_denied = store.data().egress_denied.clone();
+    output.flush(&context.owner, hook, secrets);
     tracing::debug!(
         owner = %context.owner,
         hook,
@@ -543,6 +607,14 @@ where
                 wit::HookError::RetryLater(m) => ("retry later", m),
                 wit::HookError::Failed(m) => ("failed", m),
             };
+            if let Some(source) = egress_denied {
+                return Err(WasmError::EgressDenied {
+                    hook,
+                    kind,
+                    message: truncate(message, 1024),
+                    source,
+                });
+            }
             Err(WasmError::Guest {
                 hook,
                 kind,
@@ -598,6 +670,107 @@ fn classify(
     }
 }
 
+/// Values shorter than this are not scrubbed from guest text: they are too common to mean
+/// anything (and scrubbing them would garble every message).
+const SCRUB_MIN_LEN: usize = 4;
+
+/// How many Secret values [`SecretValues`] keeps; the oldest are forgotten first (and
+/// remembered again the next time their Secret is read for a coupling).
+const SECRET_VALUES_KEPT: usize = 16_384;
+
+/// Values read from Secrets, remembered so that guest text that repeats them is scrubbed
+/// before it reaches status and Events. Bounded; only values of at least four bytes.
+#[derive(Debug, Default)]
+pub struct SecretValues {
+    inner: Mutex<(
+        std::collections::HashSet<String>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+impl SecretValues {
+    /// Remembers `values` (those of at least four bytes).
+    pub fn remember<'a>(&self, values: impl IntoIterator<Item = &'a String>) {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *guard;
+        for value in values {
+            if value.len() < SCRUB_MIN_LEN || set.contains(value) {
+                continue;
+            }
+            if order.len() >= SECRET_VALUES_KEPT
+                && let Some(oldest) = order.pop_front()
+            {
+                set.remove(&oldest);
+            }
+            set.insert(value.clone());
+            order.push_back(value.clone());
+        }
+    }
+
+    /// Whether `value` was read from a Secret.
+    pub fn contains(&self, value: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .contains(value)
+    }
+}
+
+/// `error` with every value the hook received that came from a Secret (`inputs` holds only
+/// those) replaced by `[redacted]` in the text the guest supplied, so a component cannot read
+/// Secret values back through status and Events.
+fn scrub_error(error: WasmError, inputs: &[String]) -> WasmError {
+    match error {
+        WasmError::Guest {
+            hook,
+            kind,
+            message,
+        } => WasmError::Guest {
+            hook,
+            kind,
+            message: scrub(&message, inputs),
+        },
+        WasmError::Trap { hook, message } => WasmError::Trap {
+            hook,
+            message: scrub(&message, inputs),
+        },
+        WasmError::EgressDenied {
+            hook,
+            kind,
+            message,
+            source,
+        } => WasmError::EgressDenied {
+            hook,
+            kind,
+            message: scrub(&message, inputs),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// `text` with each of `values` (longest first, of at least [`SCRUB_MIN_LEN`] bytes) replaced
+/// by `[redacted]`.
+pub(crate) fn scrub(text: &str, values: &[String]) -> String {
+    let mut values: Vec<&str> = values
+        .iter()
+        .map(String::as_str)
+        .filter(|v| v.len() >= SCRUB_MIN_LEN)
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_owned();
+    for value in values {
+        if out.contains(value) {
+            out = out.replace(value, "[redacted]");
+        }
+    }
+    out
+}
+
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
@@ -608,4 +781,48 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_are_remembered_bounded() {
+        let values = SecretValues::default();
+        values.remember(&["s3cr3t-password".to_owned(), "abc".to_owned()]);
+        assert!(values.contains("s3cr3t-password"));
+        assert!(!values.contains("abc"), "short values are not kept");
+        let many: Vec<String> = (0..SECRET_VALUES_KEPT + 1)
+            .map(|i| format!("value-{i}"))
+            .collect();
+        values.remember(&many);
+        assert!(
+            !values.contains("s3cr3t-password"),
+            "the oldest is forgotten"
+        );
+        assert!(values.contains(&format!("value-{SECRET_VALUES_KEPT}")));
+    }
+
+    #[test]
+    fn guest_text_never_carries_input_values() {
+        let inputs = vec![
+            "s3cr3t-password".to_owned(),
+            "s3cr3t".to_owned(),
+            "eu".to_owned(),
+        ];
+        assert_eq!(
+            scrub("bad password s3cr3t-password (s3cr3t) in eu", &inputs),
+            "bad password [redacted] ([redacted]) in eu"
+        );
+        let error = scrub_error(
+            WasmError::Guest {
+                hook: "config",
+                kind: "failed",
+                message: "got s3cr3t-password".into(),
+            },
+            &inputs,
+        );
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
 }

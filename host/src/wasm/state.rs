@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::bindings::plugboard::apparatus::host::{self, Level, Request, Response, SendError};
 use super::bindings::plugboard::apparatus::types;
 use super::{CallContext, CallLimits, WasmOptions};
+use crate::egress::{self, EgressDenied, EgressPolicy};
 
 /// Refuses memory growth past the cap, and remembers that it did (to tell an out-of-memory
 /// trap from other traps).
@@ -51,8 +52,9 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    /// Writes what the guest printed to the operator's log.
-    pub(crate) fn flush(&self, owner: &str, hook: &str) {
+    /// Writes what the guest printed to the operator's log, without the values in `secrets`
+    /// and with control characters escaped.
+    pub(crate) fn flush(&self, owner: &str, hook: &str, secrets: &[String]) {
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let bytes = pipe.contents();
             if bytes.is_empty() {
@@ -60,6 +62,7 @@ impl Output {
             }
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().take(200) {
+                let line = log_safe(&super::scrub(line, secrets));
                 tracing::info!(owner, hook, stream, "{line}");
             }
         }
@@ -71,10 +74,12 @@ impl Output {
     }
 }
 
-/// Outbound HTTP, limited to the spec's allowed hosts.
+/// Outbound HTTP, limited to the spec's allowed hosts and the operator's egress policy (the
+/// client's resolver enforces it for names; address literals are judged here).
 struct Gate {
     allowed: Vec<String>,
     client: reqwest::Client,
+    egress: EgressPolicy,
     handle: tokio::runtime::Handle,
     timeout: Duration,
     max_body: usize,
@@ -90,6 +95,10 @@ pub(crate) struct CallState {
     log_budget: usize,
     logged: usize,
     pub(crate) last_log: Option<String>,
+    /// The last request the egress policy refused, to name it if the hook then fails.
+    pub(crate) egress_denied: Option<EgressDenied>,
+    /// Values of this call's inputs that came from Secrets, scrubbed from guest log lines.
+    secrets: Vec<String>,
 }
 
 impl CallState {
@@ -98,6 +107,8 @@ impl CallState {
         limits: &CallLimits,
         options: &WasmOptions,
         client: reqwest::Client,
+        egress: EgressPolicy,
+        secrets: Vec<String>,
         handle: tokio::runtime::Handle,
     ) -> (Self, Output) {
         let stdout = MemoryOutputPipe::new(options.output_budget);
@@ -121,6 +132,7 @@ impl CallState {
             gate: Gate {
                 allowed: context.allowed_hosts.clone(),
                 client,
+                egress,
                 handle,
                 timeout: options.http_timeout,
                 max_body: options.http_max_body,
@@ -129,6 +141,8 @@ impl CallState {
             log_budget: options.output_budget,
             logged: 0,
             last_log: None,
+            egress_denied: None,
+            secrets,
         };
         let output = Output {
             stdout,
@@ -150,19 +164,59 @@ impl WasiView for CallState {
 
 impl types::Host for CallState {}
 
-/// Whether `url`'s host (and port) is in the allow-list (`host` or `host:port` entries).
+/// Whether `url`'s host and port are in the allow-list. An entry is `host` or `host:port`
+/// (IPv6 addresses in brackets, `[::1]:8080`); an entry without a port allows only the URL
+/// scheme's default port — 443 for `https`, 80 for `http` — never every port.
 pub(crate) fn allowed(allowed: &[String], url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };
-    let port = url.port_or_known_default();
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
     allowed.iter().any(|entry| {
+        let entry = entry.trim();
         let (h, p) = match entry.rsplit_once(':') {
-            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p.parse::<u16>().ok()),
-            _ => (entry.as_str(), None),
+            // `host:port` or `[v6]:port`; a bare IPv6 address has colons but no brackets.
+            Some((h, p))
+                if !p.is_empty()
+                    && p.chars().all(|c| c.is_ascii_digit())
+                    && (!h.contains(':') || h.ends_with(']')) =>
+            {
+                (h, p.parse::<u16>().ok())
+            }
+            _ => (entry, None),
         };
-        h.eq_ignore_ascii_case(host) && (p.is_none() || p == port)
+        let default = match url.scheme() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        };
+        let h = h.trim_end_matches('.');
+        let wanted = host.trim_end_matches('.');
+        let same_host = h.eq_ignore_ascii_case(wanted)
+            || (h.trim_start_matches('[').trim_end_matches(']')
+                == wanted.trim_start_matches('[').trim_end_matches(']')
+                && wanted.starts_with('['));
+        same_host && p.or(default) == Some(port)
     })
+}
+
+/// `line` with control characters escaped, so a guest cannot forge log lines or terminal
+/// escapes.
+fn log_safe(line: &str) -> String {
+    if !line.chars().any(char::is_control) {
+        return line.to_owned();
+    }
+    line.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl host::Host for CallState {
@@ -171,7 +225,7 @@ impl host::Host for CallState {
             return;
         }
         self.logged += message.len();
-        let mut line = message;
+        let mut line = log_safe(&super::scrub(&message, &self.secrets));
         if line.len() > 1024 {
             let mut end = 1024;
             while !line.is_char_boundary(end) {
@@ -208,9 +262,17 @@ impl host::Host for CallState {
         }
         if !allowed(&self.gate.allowed, &url) {
             return Err(SendError::Denied(format!(
-                "host {} is not in spec.apparatus.wasm.allowedHosts",
-                url.host_str().unwrap_or_default()
+                "host {}:{} is not in spec.apparatus.wasm.allowedHosts (an entry without a port \
+                 allows only port 443 for https and 80 for http)",
+                url.host_str().unwrap_or_default(),
+                url.port_or_known_default().unwrap_or_default()
             )));
+        }
+        // Address literals never reach the resolver: judge them here.
+        if let Err(denied) = self.gate.egress.check_url(&url) {
+            let message = denied.to_string();
+            self.egress_denied = Some(denied);
+            return Err(SendError::Denied(message));
         }
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::Denied(format!("method {:?} is not supported", request.method))
@@ -227,14 +289,28 @@ impl host::Host for CallState {
             builder = builder.body(body);
         }
         let max = self.gate.max_body;
-        self.gate.handle.block_on(async move {
-            let mut response = builder.send().await.map_err(|e| {
-                if e.is_timeout() {
+        let sent = self.gate.handle.block_on(builder.send());
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                let e = e.without_url();
+                if let Some(denied) = egress::find_denied(&e) {
+                    let message = denied.to_string();
+                    self.egress_denied = Some(denied.clone());
+                    return Err(SendError::Denied(message));
+                }
+                return Err(if e.is_timeout() {
                     SendError::Timeout
                 } else {
-                    SendError::Transport(e.without_url().to_string())
-                }
-            })?;
+                    SendError::Transport(e.to_string())
+                });
+            }
+        };
+        if response.status().is_redirection() {
+            // The client never follows redirects; the guest sees the 3xx and decides.
+            tracing::debug!(owner = %self.owner, status = response.status().as_u16(), "host.send got a redirect; not followed");
+        }
+        self.gate.handle.block_on(async move {
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -268,13 +344,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allow_list_matches_host_and_optional_port() {
-        let allowed_hosts = vec!["api.example.com".to_owned(), "127.0.0.1:8080".to_owned()];
+    fn allow_list_matches_host_and_port_defaulting_to_the_scheme_port() {
+        let allowed_hosts = vec![
+            "api.example.com".to_owned(),
+            "127.0.0.1:8080".to_owned(),
+            "[::1]:9000".to_owned(),
+            "plain.example".to_owned(),
+        ];
         let ok = |u: &str| allowed(&allowed_hosts, &reqwest::Url::parse(u).unwrap());
         assert!(ok("https://api.example.com/x"));
-        assert!(ok("http://API.example.com:9999/"));
+        assert!(ok("https://API.example.com:443/"));
+        assert!(ok("http://api.example.com/"));
+        // An entry without a port never means every port.
+        assert!(!ok("http://API.example.com:9999/"));
+        assert!(!ok("https://api.example.com:8443/"));
+        assert!(ok("http://plain.example/"));
+        assert!(!ok("http://plain.example:22/"));
         assert!(ok("http://127.0.0.1:8080/"));
         assert!(!ok("http://127.0.0.1:8081/"));
+        assert!(!ok("http://127.0.0.1/"));
+        assert!(ok("http://[::1]:9000/"));
+        assert!(!ok("http://[::1]:9001/"));
         assert!(!ok("https://evil.example.com/"));
         assert!(!ok("https://api.example.com.evil.net/"));
         assert!(!allowed(

@@ -62,7 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Baseline: the same hook over HTTP to a loopback apparatus.
     let rec = Recorder::start().await;
-    let http = HttpApparatus::new(HttpOptions::default())?;
+    // The bench's servers listen on loopback, which the default egress policy refuses.
+    let egress = plugboard::egress::EgressPolicy::new(
+        plugboard::egress::EgressOptions::default().allowing_loopback(),
+    );
+    let http = HttpApparatus::new(HttpOptions::default(), egress.clone())?;
     let endpoint = Endpoint::resolve(Some(&rec.url()), "db", "bench", false)?;
     let mut http_p50 = Vec::new();
     let mut http_p99 = Vec::new();
@@ -118,7 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = Instant::now();
             let fetched = store.fetch(&image, &RegistryAuth::Anonymous).await?;
             pulls.push(t.elapsed().as_secs_f64() * 1e3);
-            let runtime = WasmRuntime::new(wasm_options.clone())?;
+            let runtime = WasmRuntime::new(wasm_options.clone(), egress.clone())?;
             let t = Instant::now();
             let loaded = runtime.load(&fetched.digest, &fetched.path)?;
             compiles.push(t.elapsed().as_secs_f64() * 1e3);
@@ -127,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pinned = format!("{}@{}", image, fetched.manifest_digest);
             let t = Instant::now();
             let store = ComponentStore::open(store_options())?;
-            let runtime = WasmRuntime::new(wasm_options)?;
+            let runtime = WasmRuntime::new(wasm_options, egress.clone())?;
             let again = store.fetch(&pinned, &RegistryAuth::Anonymous).await?;
             let reloaded = runtime.load(&again.digest, &again.path)?;
             restarts.push(t.elapsed().as_secs_f64() * 1e3);
