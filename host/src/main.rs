@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Show what the operator would do for a Plug, without doing it: the lifecycle step, the
@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
-            .block_on(run(args)),
+            .block_on(run(*args)),
         Command::Plan(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
             .block_on(plan(args)),
@@ -119,6 +119,15 @@ struct RunArgs {
     #[arg(long, env = "PLUGBOARD_RECHECK_SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     recheck_seconds: u64,
+    /// How long a hook or config call waits for a new or starting apparatus pod to become
+    /// ready, in seconds, before the owner shows `ApparatusNotReady`.
+    #[arg(long, env = "PLUGBOARD_APPARATUS_READY_TIMEOUT", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    apparatus_ready_timeout: u64,
+    /// Reach apparatus pods through the API server's pod proxy instead of at their pod IP: for
+    /// plugboard running outside the cluster. Needs `create` on `pods/proxy`.
+    #[arg(long, env = "PLUGBOARD_APPARATUS_VIA_API_SERVER")]
+    apparatus_via_api_server: bool,
     /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect even though the
     /// built-in policy refuses it: CIDRs (`127.0.0.0/8` for a loopback apparatus) or, with
     /// --egress-deny-unlisted, host names (`api.example.com`, `*.example.com`). Comma-separated,
@@ -220,6 +229,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     options.plain_http_registries = args.plain_http_registries;
     options.recheck = std::time::Duration::from_secs(args.recheck_seconds);
+    options.pods.ready_timeout = std::time::Duration::from_secs(args.apparatus_ready_timeout);
+    options.pods.via_api_server = args.apparatus_via_api_server;
     options.wasm.default_timeout = std::time::Duration::from_millis(args.wasm_timeout_ms.max(1));
     options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
     options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
@@ -365,10 +376,13 @@ mod dev {
             "egress policy: loopback allowed for this local playground (plugboard run refuses it \
              unless --egress-allow 127.0.0.0/8 is given)"
         );
-        let options = plugboard::controller::Options {
+        let mut options = plugboard::controller::Options {
             egress: plugboard::egress::EgressOptions::default().allowing_loopback(),
             ..Default::default()
         };
+        // The operator runs outside the (local) cluster: apparatus pods are reached through
+        // the API server.
+        options.pods.via_api_server = true;
         let operator = plugboard::controller::Operator::spawn(client.clone(), config, options);
         eprintln!("operator running; waiting for the sample Plug to couple…");
         let ready =

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub events: AtomicU64,
     /// Apparatus calls made (hooks and config).
     pub apparatus_calls: AtomicU64,
+    /// Apparatus pods created.
+    pub apparatus_pods_created: AtomicU64,
+    /// Apparatus pods deleted (idle, replaced, or their owner deleted).
+    pub apparatus_pods_deleted: AtomicU64,
     /// WebAssembly components compiled (not found in the compiled cache).
     pub wasm_compiles: AtomicU64,
     /// WebAssembly components loaded from the compiled cache.
@@ -47,6 +51,10 @@ pub struct Snapshot {
     pub events: u64,
     /// Apparatus calls.
     pub apparatus_calls: u64,
+    /// Apparatus pods created.
+    pub apparatus_pods_created: u64,
+    /// Apparatus pods deleted.
+    pub apparatus_pods_deleted: u64,
     /// Components compiled.
     pub wasm_compiles: u64,
     /// Components loaded from the compiled cache.
@@ -78,6 +86,8 @@ impl Metrics {
             secret_writes: get(&self.secret_writes),
             events: get(&self.events),
             apparatus_calls: get(&self.apparatus_calls),
+            apparatus_pods_created: get(&self.apparatus_pods_created),
+            apparatus_pods_deleted: get(&self.apparatus_pods_deleted),
             wasm_compiles: get(&self.wasm_compiles),
             wasm_cache_loads: get(&self.wasm_cache_loads),
         }

@@ -1126,38 +1126,3 @@ async fn secret_values_stay_out_of_status_and_events() {
         assert!(!text.contains(SECRET), "a Secret value leaked: {text}");
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn features_not_supported_yet_are_refused_not_ignored() {
-    let mut sc = Scenario::new("couple-unsupported").await;
-    sc.start().await;
-    let ns = sc.ns.name().to_owned();
-    let pod = json!({"apparatus": {"endpoint": "/hooks",
-        "containers": [{"name": "hooks", "image": "example/hooks:1",
-                        "ports": [{"name": "container", "containerPort": 8080}]}]}});
-    sc.socket(&ns, "db", json!({})).await;
-    sc.socket(&ns, "pods", pod.clone()).await;
-    let mut spec = pod;
-    spec["socket"] = json!({"name": "db"});
-    sc.plug(&ns, "app", spec).await;
-    let plug = sc.wait_plug_reason(&ns, "app", "Unsupported").await;
-    let message = &plug_condition(&plug, "Ready").unwrap().message;
-    assert!(message.contains("spec.apparatus.containers"), "{message}");
-    assert!(message.contains("does not support"), "{message}");
-    assert_eq!(plug_condition(&plug, "Stalled").unwrap().status, "True");
-    wait_warning(&sc, &ns, "Unsupported").await;
-    let socket = sc
-        .wait::<Socket, _>(&ns, "pods", "the apparatus-pod Socket to be refused", |s| {
-            s.is_some_and(|s| {
-                socket_condition(s, "Ready").is_some_and(|c| c.reason == "Unsupported")
-            })
-        })
-        .await
-        .unwrap();
-    assert!(
-        socket_condition(&socket, "Ready")
-            .unwrap()
-            .message
-            .contains("spec.apparatus.containers")
-    );
-}

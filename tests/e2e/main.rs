@@ -15,5 +15,6 @@ mod engine_recheck;
 mod engine_values;
 mod optin;
 mod plan;
+mod pods;
 mod rbac;
 mod wasm;

@@ -15,7 +15,9 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -37,6 +39,11 @@ pub struct RecordedCall {
     pub body: Value,
     /// The `Content-Type` header, when present and valid UTF-8.
     pub content_type: Option<String>,
+    /// The `X-Forwarded-For` header: set when a proxy (such as the API server's pod proxy)
+    /// passed the request on.
+    pub forwarded_for: Option<String>,
+    /// When the request arrived.
+    pub received: Instant,
 }
 
 /// How the recorder answers requests to a path.
@@ -59,6 +66,7 @@ pub enum Reply {
 /// stops when the last handle is dropped.
 #[derive(Clone)]
 pub struct Recorder {
+    addr: SocketAddr,
     url: String,
     state: Arc<Mutex<State>>,
     _server: Arc<ServerGuard>,
@@ -99,9 +107,14 @@ impl Recorder {
     /// tokio runtime. Every path answers 200 with `{}` until [`Recorder::reply`] says
     /// otherwise.
     pub async fn start() -> Recorder {
-        let listener = match TcpListener::bind("127.0.0.1:0").await {
+        Recorder::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Starts a recorder on `ip` (an address of this machine) with a free port.
+    pub async fn start_on(ip: IpAddr) -> Recorder {
+        let listener = match TcpListener::bind(SocketAddr::new(ip, 0)).await {
             Ok(listener) => listener,
-            Err(e) => panic!("recorder: failed to bind a loopback port: {e}"),
+            Err(e) => panic!("recorder: failed to bind a port on {ip}: {e}"),
         };
         let addr = match listener.local_addr() {
             Ok(addr) => addr,
@@ -110,6 +123,7 @@ impl Recorder {
         let state = Arc::new(Mutex::new(State::default()));
         let task = tokio::spawn(serve(listener, state.clone()));
         Recorder {
+            addr,
             url: format!("http://{addr}"),
             state,
             _server: Arc::new(ServerGuard(task.abort_handle())),
@@ -119,6 +133,11 @@ impl Recorder {
     /// The base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Every request received so far, in arrival order.
@@ -175,12 +194,17 @@ async fn handle(
     request: Request<Incoming>,
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let received = Instant::now();
     let path = request.uri().path().to_owned();
-    let content_type = request
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type");
+    let forwarded_for = header("x-forwarded-for");
     let bytes = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
@@ -197,6 +221,8 @@ async fn handle(
             path: path.clone(),
             body,
             content_type,
+            forwarded_for,
+            received,
         });
         let reply = state
             .replies

@@ -22,6 +22,9 @@ use crate::{TestEnv, TestNamespace, env, error_chain, wait_for};
 
 /// The operator's RBAC rules as the Helm chart ships them.
 const CHART_RULES: &str = include_str!("../../charts/plugboard/files/clusterrole-rules.yaml");
+/// The rules the chart adds with `apparatus.viaApiServer`.
+const CHART_PROXY_RULES: &str =
+    include_str!("../../charts/plugboard/files/clusterrole-rules-api-proxy.yaml");
 
 /// Label that assigns objects to one test's operator.
 pub const TEST_LABEL: &str = "plugboard.dev/test-run";
@@ -65,6 +68,8 @@ pub fn test_options(run: &str) -> Options {
     options.http.retries = 1;
     options.http.retry_backoff_min = Duration::from_millis(50);
     options.http.retry_backoff_max = Duration::from_millis(100);
+    options.pods.ready_timeout = Duration::from_secs(20);
+    options.pods.reap_interval = Duration::from_millis(200);
     // The recorder apparatus and registries listen on loopback, which the default egress
     // policy refuses: tests allow it explicitly (the default stays deny).
     options.egress = plugboard::egress::EgressOptions::default().allowing_loopback();
@@ -157,8 +162,13 @@ impl Scenario {
     }
 
     async fn operator_config(&self) -> kube::Config {
-        let rules: Vec<PolicyRule> = serde_saphyr::from_str(CHART_RULES)
+        let mut rules: Vec<PolicyRule> = serde_saphyr::from_str(CHART_RULES)
             .unwrap_or_else(|e| panic!("the chart's ClusterRole rules do not parse: {e}"));
+        if self.options.pods.via_api_server {
+            let proxy: Vec<PolicyRule> = serde_saphyr::from_str(CHART_PROXY_RULES)
+                .unwrap_or_else(|e| panic!("the chart's proxy rules do not parse: {e}"));
+            rules.extend(proxy);
+        }
         let name = format!("plugboard-operator-{}", self.run);
         let role = ClusterRole {
             metadata: ObjectMeta {

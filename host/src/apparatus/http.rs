@@ -23,8 +23,14 @@
 //!
 //! Bodies are never logged, and URLs in messages and logs never show `user:password@`: the
 //! bodies carry config values that may come from Secrets.
+//!
+//! An [`Endpoint`] is either a URL (an external apparatus, or an apparatus pod reached at its
+//! IP) or a pod reached through the API server's pod proxy
+//! ([`Endpoint::pod_via_api_server`]), for an operator running outside the cluster. Both speak
+//! the same protocol with the same timeouts, retries and limits.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +74,10 @@ impl Default for HttpOptions {
     }
 }
 
+/// A transport error of either client (reqwest, or the Kubernetes client for the API server
+/// proxy).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An HTTP apparatus call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpApparatusError {
@@ -84,7 +94,7 @@ pub enum HttpApparatusError {
         attempts: u32,
         /// The last transport error.
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// The connection broke while the answer was being read, also after retrying.
     #[error(
@@ -98,7 +108,7 @@ pub enum HttpApparatusError {
         attempts: u32,
         /// The last transport error.
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// The apparatus did not connect or answer in time.
     #[error(
@@ -119,7 +129,7 @@ pub enum HttpApparatusError {
         url: String,
         /// What went wrong.
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     /// The apparatus answered with a status of 400 or more.
     #[error("{what} failed with {code} status from POST {url}")]
@@ -248,18 +258,31 @@ pub enum EndpointError {
     },
 }
 
-/// Where an apparatus listens: a base URL that call names are appended to.
-#[derive(Clone, PartialEq, Eq)]
+/// Where an apparatus listens: a base URL that call names are appended to, or a base path on
+/// the API server (its pod proxy) and the client that reaches it.
+#[derive(Clone)]
 pub struct Endpoint {
     base: String,
+    /// Set for [`Endpoint::pod_via_api_server`]: `base` is a path on the API server.
+    api_server: Option<kube::Client>,
 }
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.base == other.base && self.api_server.is_some() == other.api_server.is_some()
+    }
+}
+
+impl Eq for Endpoint {}
 
 impl Endpoint {
     /// Resolves `spec.apparatus.endpoint` of an owner (reference 9.3, with BUG-7 fixed).
     ///
-    /// - Absent, empty or starting with `/`: with containers, the owner's apparatus Service
+    /// - Absent, empty or starting with `/`: with containers, the reference's apparatus Service
     ///   `http://<owner>-apparatus.<ns>.svc.cluster.local` followed by the endpoint as a path
-    ///   prefix; without containers `http://localhost` followed by the endpoint, unchanged.
+    ///   prefix (plugboard itself calls apparatus pods at their IP instead: see
+    ///   [`Endpoint::pod_prefix`] and [`Endpoint::pod`]); without containers `http://localhost`
+    ///   followed by the endpoint, unchanged.
     /// - Otherwise `http://` is prefixed unless the endpoint has an `http://` or `https://`
     ///   scheme, and exactly one trailing `/` is removed.
     ///
@@ -276,7 +299,10 @@ impl Endpoint {
             if !has_containers {
                 let base = format!("http://localhost{endpoint}");
                 validate(&base)?;
-                return Ok(Endpoint { base });
+                return Ok(Endpoint {
+                    base,
+                    api_server: None,
+                });
             }
             format!("{owner_name}-apparatus.{owner_namespace}.svc.cluster.local{endpoint}")
         } else {
@@ -297,18 +323,95 @@ impl Endpoint {
             base.pop();
         }
         validate(&base)?;
-        Ok(Endpoint { base })
+        Ok(Endpoint {
+            base,
+            api_server: None,
+        })
     }
 
-    /// The URL of a call: the base, `/`, and `name` (`config`, `created`, …).
+    /// The path prefix on an apparatus pod that `spec.apparatus.endpoint` names, when it names
+    /// one: absent, empty or starting with `/` (reference 9.3: with containers, such an endpoint
+    /// is a path prefix on the pod). Exactly one trailing `/` is removed (D-7). `None` for a
+    /// URL, which is called as it is even when the owner runs a pod.
+    ///
+    /// The prefix must be plain path segments (letters, digits and `-._~!$&'()*+,;=:@`), with no
+    /// `.` or `..` segment, no percent-encoding, query or fragment: through the API server
+    /// proxy it becomes part of a request the operator makes with its own credentials, and
+    /// must not be able to leave the pod's proxy path.
+    pub fn pod_prefix(endpoint: Option<&str>) -> Option<Result<String, EndpointError>> {
+        let endpoint = endpoint.unwrap_or("").trim();
+        if !(endpoint.is_empty() || endpoint.starts_with('/')) {
+            return None;
+        }
+        let prefix = endpoint.strip_suffix('/').unwrap_or(endpoint);
+        let valid = prefix.split('/').skip(1).all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b))
+        });
+        Some(if valid {
+            Ok(prefix.to_owned())
+        } else {
+            Err(EndpointError::Invalid {
+                endpoint: endpoint.to_owned(),
+                reason: "a path prefix on the apparatus pod may hold only plain path segments \
+                         (letters, digits and -._~!$&'()*+,;=:@), with no '.' or '..' segment, \
+                         no '%', '?' or '#'"
+                    .to_owned(),
+            })
+        })
+    }
+
+    /// An apparatus pod reached at `addr` (its IP and the port named `container`), calls going
+    /// to `<prefix>/<name>` ([`Endpoint::pod_prefix`]).
+    pub fn pod(addr: SocketAddr, prefix: &str) -> Result<Endpoint, EndpointError> {
+        let base = format!("http://{addr}{prefix}");
+        validate(&base)?;
+        Ok(Endpoint {
+            base,
+            api_server: None,
+        })
+    }
+
+    /// An apparatus pod reached through the API server's pod proxy with `client`:
+    /// `POST /api/v1/namespaces/<namespace>/pods/<pod>:<port>/proxy<prefix>/<name>`. For an
+    /// operator outside the cluster, which cannot reach pod IPs. `prefix` must come from
+    /// [`Endpoint::pod_prefix`].
+    pub fn pod_via_api_server(
+        client: kube::Client,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+        prefix: &str,
+    ) -> Endpoint {
+        Endpoint {
+            base: format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{prefix}"),
+            api_server: Some(client),
+        }
+    }
+
+    /// The URL of a call: the base, `/`, and `name` (`config`, `created`, …). Through the API
+    /// server proxy, a path on the API server.
     pub fn url(&self, name: &str) -> String {
         format!("{}/{name}", self.base)
+    }
+
+    /// Whether calls go through the API server's pod proxy.
+    pub fn via_api_server(&self) -> bool {
+        self.api_server.is_some()
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact(&self.base))
+        f.write_str(&redact(&self.base))?;
+        if self.api_server.is_some() {
+            f.write_str(" (through the API server)")?;
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +419,7 @@ impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint")
             .field("base", &redact(&self.base))
+            .field("api_server", &self.api_server.is_some())
             .finish()
     }
 }
@@ -405,10 +509,7 @@ struct HookBody<'a> {
 /// How one attempt failed.
 enum AttemptError {
     /// A transport failure worth retrying; `answered` tells whether a status line arrived.
-    Transport {
-        source: reqwest::Error,
-        answered: bool,
-    },
+    Transport { source: BoxError, answered: bool },
     /// A failure retrying cannot fix.
     Final(HttpApparatusError),
 }
@@ -467,7 +568,7 @@ impl HttpApparatus {
                 url: shown.clone(),
                 source,
             })?;
-            let answer = self.post(&url, &shown, "config", body).await?;
+            let answer = self.post(endpoint, &url, &shown, "config", body).await?;
             let value: Value = serde_json::from_slice(&answer).map_err(|source| {
                 HttpApparatusError::InvalidJson {
                     url: shown.clone(),
@@ -541,7 +642,7 @@ impl HttpApparatus {
                 url: shown.clone(),
                 source,
             })?;
-            self.post(&url, &shown, &format!("event {point}"), body)
+            self.post(endpoint, &url, &shown, &format!("event {point}"), body)
                 .await?;
             tracing::debug!("apparatus hook done");
             Ok(())
@@ -550,10 +651,12 @@ impl HttpApparatus {
         .await
     }
 
-    /// Posts `body` to `url`, retrying transport failures, and returns the answer body.
-    /// `shown` is `url` without credentials; `what` names the call in status errors.
+    /// Posts `body` to `url` (of `endpoint`), retrying transport failures, and returns the
+    /// answer body. `shown` is `url` without credentials; `what` names the call in status
+    /// errors.
     async fn post(
         &self,
+        endpoint: &Endpoint,
         url: &str,
         shown: &str,
         what: &str,
@@ -575,7 +678,15 @@ impl HttpApparatus {
         loop {
             attempts = attempts.saturating_add(1);
             tracing::debug!(attempt = attempts, "posting to apparatus");
-            let attempt = self.attempt(url, shown, what, body.clone());
+            let attempt = async {
+                match &endpoint.api_server {
+                    Some(client) => {
+                        self.attempt_via(client, url, shown, what, body.clone())
+                            .await
+                    }
+                    None => self.attempt(url, shown, what, body.clone()).await,
+                }
+            };
             let (source, answered) =
                 match tokio::time::timeout(options.request_timeout, attempt).await {
                     Err(_elapsed) => {
@@ -672,6 +783,71 @@ impl HttpApparatus {
             }
         }
     }
+
+    /// One request through the API server (its pod proxy) with `client`, and the reading of
+    /// its answer. A status of 400 or more is an error as for a direct call, whether the
+    /// apparatus or the API server (e.g. 502/503 when it cannot reach the pod) answered it.
+    async fn attempt_via(
+        &self,
+        client: &kube::Client,
+        path: &str,
+        shown: &str,
+        what: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, AttemptError> {
+        use http_body_util::BodyExt as _;
+
+        let request = kube::core::Request::new(path)
+            .create(&kube::api::PostParams::default(), body)
+            .map_err(|e| {
+                AttemptError::Final(HttpApparatusError::Request {
+                    url: shown.to_owned(),
+                    source: Box::new(e),
+                })
+            })?;
+        let response = client
+            .send(request.map(kube::client::Body::from))
+            .await
+            .map_err(|e| AttemptError::Transport {
+                source: Box::new(e),
+                answered: false,
+            })?;
+        let status = response.status().as_u16();
+        tracing::debug!(status, "apparatus answered through the API server");
+        if status >= 400 {
+            return Err(AttemptError::Final(HttpApparatusError::Status {
+                what: what.to_owned(),
+                code: status,
+                url: shown.to_owned(),
+            }));
+        }
+        let limit = self.options.max_response_bytes;
+        let too_large = || {
+            AttemptError::Final(HttpApparatusError::TooLarge {
+                url: shown.to_owned(),
+                limit,
+            })
+        };
+        let length = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        match http_body_util::Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes().to_vec()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(AttemptError::Transport {
+                source: e,
+                answered: true,
+            }),
+        }
+    }
 }
 
 /// Sorts a `reqwest` error into retryable transport failures and final errors.
@@ -697,11 +873,11 @@ fn classify(
     } else if e.is_builder() || e.is_redirect() {
         AttemptError::Final(HttpApparatusError::Request {
             url: shown.to_owned(),
-            source: e,
+            source: Box::new(e),
         })
     } else {
         AttemptError::Transport {
-            source: e,
+            source: Box::new(e),
             answered,
         }
     }
@@ -898,6 +1074,43 @@ mod tests {
         assert_eq!(conv("null"), "<nil>");
         assert_eq!(conv(r#"{"b":"x","a":1}"#), "map[a:1 b:x]");
         assert_eq!(conv("[1,2]"), "[1 2]");
+    }
+
+    #[test]
+    fn pod_prefixes_are_plain_paths_and_urls_are_not_prefixes() {
+        let prefix = |e: Option<&str>| Endpoint::pod_prefix(e).unwrap().unwrap();
+        assert_eq!(prefix(None), "");
+        assert_eq!(prefix(Some("")), "");
+        assert_eq!(prefix(Some("/")), "");
+        assert_eq!(prefix(Some("/hooks/")), "/hooks");
+        assert_eq!(prefix(Some("/a/b-c_d.e~f")), "/a/b-c_d.e~f");
+        assert!(Endpoint::pod_prefix(Some("http://hooks.example")).is_none());
+        assert!(Endpoint::pod_prefix(Some("hooks.example:8080/x")).is_none());
+        // Through the API server the prefix is part of a request made with the operator's
+        // credentials: it must not be able to leave the pod's proxy path.
+        for bad in [
+            "/../x",
+            "/a/./b",
+            "/a//b",
+            "/a/%2e%2e",
+            "/a?x=1",
+            "/a#f",
+            "/a b",
+            "/a/..",
+        ] {
+            assert!(
+                Endpoint::pod_prefix(Some(bad)).unwrap().is_err(),
+                "{bad} was accepted"
+            );
+        }
+        let endpoint = Endpoint::pod("10.0.0.5:8080".parse().unwrap(), "/hooks").unwrap();
+        assert_eq!(
+            endpoint.url("created"),
+            "http://10.0.0.5:8080/hooks/created"
+        );
+        assert!(!endpoint.via_api_server());
+        let root = Endpoint::pod("[fd00::5]:80".parse().unwrap(), "").unwrap();
+        assert_eq!(root.url("config"), "http://[fd00::5]:80/config");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Apparatuses: where a side's lifecycle hooks run and where it can get config from.
 //!
-//! The HTTP form speaks the reference implementation's wire protocol (`http`); the WebAssembly
-//! form runs components in-process. The coupling engine sees both through [`HookRequest`] and
+//! The HTTP form speaks the reference implementation's wire protocol (`http`), to an external
+//! endpoint or to a pod plugboard runs on demand (`pod`: what that pod is, pure); the
+//! WebAssembly form runs components in-process. The coupling engine sees both through [`HookRequest`] and
 //! [`ConfigRequest`], which carry the same information the HTTP bodies do.
 
 pub mod http;
+pub mod pod;
 
 use serde_json::Value;
 

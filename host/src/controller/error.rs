@@ -102,9 +102,15 @@ pub enum Error {
     /// The Socket's coupling policy cannot be evaluated.
     #[error("the Socket's coupling policy is invalid")]
     Policy(#[source] PolicyError),
-    /// The spec uses features this version does not support yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// A side's apparatus pod could not be started or used.
+    #[error("failed to run the {} apparatus pod", side.as_str())]
+    Pod {
+        /// Whose apparatus.
+        side: Side,
+        /// Why.
+        #[source]
+        source: super::pods::PodError,
+    },
     /// A result key cannot be stored in a Secret.
     #[error(
         "result key {key:?} of the {side} side is not a valid Secret key (letters, digits, '-', '_' and '.' only)"
@@ -214,7 +220,7 @@ impl Error {
             Error::Apparatus { source, .. } if source.is_egress_denied() => reasons::EGRESS_DENIED,
             Error::Endpoint { .. } | Error::Apparatus { .. } => reasons::APPARATUS_FAILED,
             Error::Policy(_) => reasons::INVALID_POLICY,
-            Error::Unsupported(_) => reasons::UNSUPPORTED,
+            Error::Pod { source, .. } => source.reason(),
             Error::ResultKey { .. } => reasons::RESULT_INVALID,
             Error::Decouple { .. } => reasons::DECOUPLE_FAILED,
             Error::Template { .. } => reasons::TEMPLATE_INVALID,
@@ -235,10 +241,12 @@ impl Error {
         if let Error::Object(source) = self {
             return source.needs_spec_change();
         }
+        if let Error::Pod { source, .. } = self {
+            return source.needs_spec_change();
+        }
         matches!(
             self,
-            Error::Unsupported(_)
-                | Error::Policy(_)
+            Error::Policy(_)
                 | Error::Endpoint { .. }
                 | Error::ResultKey { .. }
                 | Error::VarInvalid { .. }
@@ -250,6 +258,19 @@ impl Error {
                     source: crate::wasm::WasmError::Limits(_),
                     ..
                 }
+        )
+    }
+
+    /// Whether this failed because no apparatus pod can start in a namespace being deleted:
+    /// hooks of Plugs and Sockets being deleted with it are then skipped, so the namespace's
+    /// deletion finishes.
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(
+            self,
+            Error::Pod {
+                source: super::pods::PodError::NamespaceTerminating { .. },
+                ..
+            }
         )
     }
 
@@ -332,7 +353,7 @@ mod tests {
         let cut = sanitize(&long, MAX_MESSAGE);
         assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", cut.len());
         assert!(cut.ends_with('…'));
-        let error = Error::Unsupported(format!("guest said {}\r\n{}", "x".repeat(5000), "y"));
+        let error = Error::HttpSetup(format!("guest said {}\r\n{}", "x".repeat(5000), "y"));
         let message = error.message();
         assert!(!message.chars().any(char::is_control), "{message}");
         assert!(message.len() <= MAX_MESSAGE + 3);

@@ -59,7 +59,10 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
         socket_config: inputs.socket_config,
     };
     match owner.apparatus(ctx).await? {
-        Some(Apparatus::Http(endpoint)) => {
+        Some(Apparatus::Http {
+            endpoint,
+            pod: _lease,
+        }) => {
             Metrics::inc(&ctx.metrics.apparatus_calls);
             ctx.http
                 .hook(&endpoint, &request)

@@ -13,6 +13,7 @@ pub mod objects;
 mod optin;
 mod plan;
 mod plug;
+mod pods;
 mod render;
 mod seed;
 mod socket;
@@ -48,6 +49,7 @@ pub use error::Error;
 pub use objects::ObjectError;
 pub use optin::{IMPERSONATION_ALLOWED, IMPERSONATION_LABEL, ImpersonationError};
 pub use plan::{PlanReport, plan};
+pub use pods::{PodError, PodOptions};
 
 /// Finalizer that keeps a Plug or Socket until its decouple and delete hooks have run, and a
 /// DeferredResource until the object it created is deleted.
@@ -94,6 +96,9 @@ pub struct Options {
     pub recheck: Duration,
     /// Bounds on rendering one template.
     pub templates: TemplateLimits,
+    /// Apparatus pods: how long to wait for readiness, how to reach them, how often idle ones
+    /// are looked for.
+    pub pods: PodOptions,
     /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect, besides the
     /// built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
     pub egress: EgressOptions,
@@ -115,6 +120,7 @@ impl Default for Options {
             wasm: WasmOptions::default(),
             recheck: Duration::from_secs(120),
             templates: TemplateLimits::default(),
+            pods: PodOptions::default(),
             egress: EgressOptions::default(),
         }
     }
@@ -158,6 +164,8 @@ pub struct Context {
     pub(crate) kinds: objects::KindCache,
     pub(crate) recorder: Recorder,
     pub(crate) http: HttpApparatus,
+    /// Apparatus pods in use, by owner.
+    pub(crate) pods: pods::PodManager,
     pub(crate) wasm: Arc<WasmRuntime>,
     pub(crate) oci: ComponentStore,
     pub(crate) plugs: Store<Plug>,
@@ -242,6 +250,7 @@ impl Context {
             impersonated: tokio::sync::Mutex::new(HashMap::new()),
             kinds: objects::KindCache::default(),
             http,
+            pods: pods::PodManager::default(),
             wasm,
             oci,
             plugs,
@@ -495,6 +504,17 @@ pub async fn run(
         keys
     });
 
+    // Apparatus pods, for idle cleanup: one watch of the pods plugboard labels.
+    let (pods_store, pods_writer) = reflector::store::<k8s_openapi::api::core::v1::Pod>();
+    let pod_events = reflector::reflector(
+        pods_writer,
+        watcher(
+            scoped::<k8s_openapi::api::core::v1::Pod>(&client, namespace.as_deref()),
+            watcher::Config::default().labels(crate::apparatus::pod::OWNER_UID_LABEL),
+        )
+        .default_backoff(),
+    );
+    let plugs_for_reaper = plugs.clone();
     // The ServiceAccounts that opted in to impersonation (metadata only, selected by label):
     // read by every impersonation check, and a change wakes whatever acts as that
     // ServiceAccount, so an opt-in takes effect at once and a revoked one at the next reconcile.
@@ -585,6 +605,25 @@ pub async fn run(
             }
         }
     };
+    let pod_watch_stop = stopped(stop_rx.clone());
+    let pod_watch = async move {
+        let events = pod_events.for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "watching apparatus pods failed; idle pods are not cleaned up until it recovers");
+            }
+        });
+        tokio::select! {
+            () = events => {}
+            () = pod_watch_stop => {}
+        }
+    };
+    let reaper = pods::reap(
+        ctx.clone(),
+        pods_store,
+        plugs_for_reaper,
+        sockets,
+        stopped(stop_rx.clone()),
+    );
     let deferred_run = deferred_controller
         .graceful_shutdown_on(stopped(stop_rx))
         .run(deferred::reconcile, deferred::error_policy, ctx)
@@ -597,7 +636,15 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(plug_run, socket_run, deferred_run, fan_out, trigger);
+    tokio::join!(
+        plug_run,
+        socket_run,
+        deferred_run,
+        fan_out,
+        pod_watch,
+        reaper,
+        trigger
+    );
     Ok(())
 }
 

@@ -200,10 +200,6 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
         if existing.is_some() { "exists" } else { "new" },
         key.name
     ));
-    if let Err(error) = plug_owner.unsupported() {
-        p.line(format!("refused: {}", error.message()));
-        return Ok(PlanReport { text: p.text });
-    }
     let state = plugs::socket_state(ctx, &plug, socket.as_ref()).await?;
     let before = lifecycle::before_configs(&Observed {
         created: status.created,
@@ -256,10 +252,6 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
         return Ok(PlanReport { text: p.text });
     };
     let socket_owner = Owner::socket(&socket);
-    if let Err(error) = socket_owner.unsupported() {
-        p.line(format!("refused: {}", error.message()));
-        return Ok(PlanReport { text: p.text });
-    }
     let socket_json = plugs::to_json("the Socket", &socket)?;
     let parties = Parties {
         plug: &plug,

@@ -401,7 +401,6 @@ async fn couple(
     status: &mut PlugStatus,
 ) -> Result<Outcome, Error> {
     let plug_owner = Owner::plug(plug);
-    plug_owner.unsupported()?;
     // Before anything runs: nothing is done for a side whose ServiceAccount has not opted in.
     // A coupling that holds stays as it is (undoing it would mean acting as that
     // ServiceAccount); status says why until the opt-in is back or the Plug goes.
@@ -507,7 +506,6 @@ async fn couple(
         ));
     };
     let socket_owner = Owner::socket(&socket);
-    socket_owner.unsupported()?;
     socket_owner.require_opt_in(ctx).await?;
     let socket_json = to_json("the Socket", &*socket)?;
     let parties = Parties {
@@ -705,18 +703,23 @@ async fn decouple(
 ) -> Result<(), Error> {
     let force = forced(plug);
     let plug_owner = Owner::plug(plug);
+    // A failure passed over: with the force annotation, or when no apparatus pod can start
+    // because the namespace is being deleted (its deletion must finish).
+    let skip = |error: &Error| force || error.namespace_terminating();
     let pass = |result: Result<(), Error>| async {
         match result {
-            Err(error) if force => {
+            Err(error) if skip(&error) => {
+                let why = if force {
+                    format!("{FORCE_DECOUPLE_ANNOTATION} is set")
+                } else {
+                    "the namespace is being deleted".to_owned()
+                };
                 write::event(
                     ctx,
                     plug,
                     true,
                     reasons::DECOUPLE_FAILED,
-                    format!(
-                        "{FORCE_DECOUPLE_ANNOTATION} is set, decoupling anyway: {}",
-                        error.message()
-                    ),
+                    format!("{why}, decoupling anyway: {}", error.message()),
                 )
                 .await;
                 Ok(())
@@ -741,7 +744,7 @@ async fn decouple(
             };
             let seed = match seed_for(ctx, plug, socket).await {
                 Ok(seed) => seed,
-                Err(error) if force => {
+                Err(error) if skip(&error) => {
                     pass(Err(error)).await?;
                     None
                 }
@@ -749,7 +752,7 @@ async fn decouple(
             };
             let computed = match sources::configs(ctx, parties, seed.as_ref()).await {
                 Ok(computed) => computed,
-                Err(error) if force => {
+                Err(error) if skip(&error) => {
                     pass(Err(error)).await?;
                     Computed::default()
                 }
@@ -890,7 +893,7 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
                 Err(error) => Err(error),
             };
             match ran {
-                Err(error) if forced(plug) => {
+                Err(error) if forced(plug) || error.namespace_terminating() => {
                     write::event(ctx, plug, true, reasons::DECOUPLE_FAILED, error.message()).await;
                 }
                 other => other?,
@@ -901,6 +904,7 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
     .await;
     match result {
         Ok(()) => {
+            super::pods::delete_for_owner(ctx, Owner::plug(plug)).await;
             write::remove_finalizer(ctx, plug).await?;
             Ok(Action::await_change())
         }

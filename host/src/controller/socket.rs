@@ -175,21 +175,19 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
             match ran {
                 Ok(()) => {}
                 Err(error @ Error::Api { .. }) => return Err(error),
-                Err(error) if forced => {
+                Err(error) if forced || error.namespace_terminating() => {
                     write::event(&ctx, &*socket, true, error.reason(), error.message()).await;
                 }
                 Err(error) => return failed(&ctx, &socket, status, &error).await,
             }
         }
+        super::pods::delete_for_owner(&ctx, owner).await;
         write::remove_finalizer(&ctx, &*socket).await?;
         return Ok(Action::await_change());
     }
 
     if !write::has_finalizer(&*socket) {
         write::add_finalizer(&ctx, &*socket).await?;
-    }
-    if let Err(error) = owner.unsupported() {
-        return failed(&ctx, &socket, status, &error).await;
     }
     // Nothing runs for a Socket whose ServiceAccount has not opted in.
     match owner.require_opt_in(&ctx).await {

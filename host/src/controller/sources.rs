@@ -17,10 +17,16 @@ use crate::engine::template::TemplateContext;
 use super::render::{Renderer, Seed};
 
 /// Where a side's hooks run, resolved for a call.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Apparatus {
-    /// An HTTP apparatus.
-    Http(Endpoint),
+    /// An HTTP apparatus: an external endpoint, or the owner's apparatus pod (ready, and kept
+    /// from idle deletion while the lease lives).
+    Http {
+        /// Where calls go.
+        endpoint: Endpoint,
+        /// The pod's lease, for an apparatus with `containers`.
+        pod: Option<super::pods::Lease>,
+    },
     /// A WebAssembly component.
     Wasm(super::wasm::ResolvedWasm),
 }
@@ -71,19 +77,19 @@ impl<'a> Owner<'a> {
             .await
     }
 
-    /// The side's HTTP apparatus endpoint, if it has one.
+    /// The side's external HTTP apparatus endpoint, if it has one (not for apparatus pods).
     pub(crate) fn endpoint(&self) -> Result<Option<Endpoint>, Error> {
         let Some(apparatus) = &self.spec.apparatus else {
             return Ok(None);
         };
-        if apparatus.wasm.is_some() {
+        if apparatus.wasm.is_some() || apparatus.containers.is_some() {
             return Ok(None);
         }
         Endpoint::resolve(
             apparatus.endpoint.as_deref(),
             self.name,
             self.namespace,
-            apparatus.containers.is_some(),
+            false,
         )
         .map(Some)
         .map_err(|source| Error::Endpoint {
@@ -93,14 +99,34 @@ impl<'a> Owner<'a> {
     }
 
     /// The side's apparatus, resolved for a call (a WebAssembly component is fetched and
-    /// loaded), if it has one.
+    /// loaded; an apparatus pod is started if needed and awaited until ready), if it has one.
     pub(crate) async fn apparatus(&self, ctx: &Context) -> Result<Option<Apparatus>, Error> {
-        if let Some(wasm) = self.spec.apparatus.as_ref().and_then(|a| a.wasm.as_ref()) {
+        let Some(spec) = self.spec.apparatus.as_ref() else {
+            return Ok(None);
+        };
+        if let Some(wasm) = spec.wasm.as_ref() {
             return Ok(Some(Apparatus::Wasm(
                 super::wasm::resolve(ctx, *self, wasm).await?,
             )));
         }
-        Ok(self.endpoint()?.map(Apparatus::Http))
+        if spec.containers.is_some() {
+            let lease = ctx
+                .pods
+                .acquire(ctx, *self, spec)
+                .await
+                .map_err(|source| Error::Pod {
+                    side: self.side,
+                    source,
+                })?;
+            return Ok(Some(Apparatus::Http {
+                endpoint: lease.endpoint.clone(),
+                pod: Some(lease),
+            }));
+        }
+        Ok(self.endpoint()?.map(|endpoint| Apparatus::Http {
+            endpoint,
+            pod: None,
+        }))
     }
 
     /// For a WebAssembly apparatus, the image and the digest it resolves to now (fetching and
@@ -125,33 +151,6 @@ impl<'a> Owner<'a> {
             })),
             _ => Ok(None),
         }
-    }
-
-    /// Spec features this version cannot act on yet. Refusing them beats ignoring them.
-    pub(crate) fn unsupported(&self) -> Result<(), Error> {
-        let spec = self.spec;
-        let mut used: Vec<&str> = Vec::new();
-        if spec
-            .apparatus
-            .as_ref()
-            .is_some_and(|a| a.containers.is_some())
-        {
-            used.push("spec.apparatus.containers (apparatus pods)");
-        }
-        if used.is_empty() {
-            return Ok(());
-        }
-        Err(Error::Unsupported(format!(
-            "{} {}/{} uses {}, which this version of plugboard does not support yet; remove {} to couple",
-            match self.side {
-                Side::Plug => "Plug",
-                Side::Socket => "Socket",
-            },
-            self.namespace,
-            self.name,
-            used.join(", "),
-            if used.len() == 1 { "it" } else { "them" },
-        )))
     }
 }
 
@@ -417,7 +416,10 @@ pub(crate) async fn configs(
         // A plan calls no apparatus.
         let endpoint = if ctx.plan.is_some() { None } else { endpoint };
         let apparatus = match endpoint {
-            Some(Apparatus::Http(endpoint)) => {
+            Some(Apparatus::Http {
+                endpoint,
+                pod: _lease,
+            }) => {
                 super::Metrics::inc(&ctx.metrics.apparatus_calls);
                 Some(
                     ctx.http
@@ -648,36 +650,5 @@ mod tests {
         assert!(!valid_secret_key("has space"));
         assert!(!valid_secret_key("slash/key"));
         assert!(!valid_secret_key(""));
-    }
-
-    #[test]
-    fn unsupported_features_are_named() {
-        let mut spec = SideSpec::default();
-        spec.config_template.insert("k".into(), "{{ x }}".into());
-        spec.resources.push(Default::default());
-        let owner = Owner {
-            side: Side::Socket,
-            name: "db",
-            namespace: "data",
-            uid: "u",
-            spec: &spec,
-        };
-        // Templates and resources are supported.
-        assert!(owner.unsupported().is_ok());
-        let mut pods = spec.clone();
-        pods.apparatus = Some(crate::crd::ApparatusSpec {
-            containers: Some(Vec::new()),
-            ..Default::default()
-        });
-        let owner = Owner {
-            spec: &pods,
-            ..owner
-        };
-        let message = owner.unsupported().unwrap_err().to_string();
-        assert_eq!(
-            message,
-            "Socket data/db uses spec.apparatus.containers (apparatus pods), which this version of \
-             plugboard does not support yet; remove it to couple"
-        );
     }
 }

@@ -29,12 +29,14 @@ pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u32 = 60;
     validation = Rule::new("has(self.containers) || !(has(self.idleTimeout) || has(self.nodeSelector) || has(self.tolerations) || has(self.affinity) || has(self.securityContext) || has(self.imagePullSecrets))").message("idleTimeout, nodeSelector, tolerations, affinity, securityContext and imagePullSecrets configure the apparatus pod and need containers"),
 )]
 pub struct ApparatusSpec {
-    /// HTTP form: base URL of the apparatus (`http://host:port/prefix`), or a path prefix on the
-    /// apparatus pod's Service when `containers` is set.
+    /// HTTP form: base URL of the apparatus (`http://host:port/prefix`), or, when `containers` is
+    /// set, a path prefix on the apparatus pod (`/hooks`: calls go to `/hooks/<hook>` at the
+    /// pod's IP and its port named `container`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// HTTP form: containers of a pod the operator runs on demand to serve the hooks. One
-    /// container must expose a port named `container`.
+    /// HTTP form: containers of a pod the operator starts when a hook needs it (as this object's
+    /// ServiceAccount, which must be allowed to create pods) and deletes after `idleTimeout`
+    /// seconds without calls. One container must expose a port named `container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub containers: Option<Vec<Container>>,
@@ -51,7 +53,9 @@ pub struct ApparatusSpec {
     /// HTTP form: affinity of the apparatus pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
-    /// HTTP form: pod-level security context of the apparatus pod.
+    /// HTTP form: pod-level security context of the apparatus pod. When unset: `runAsNonRoot` and
+    /// the `RuntimeDefault` seccomp profile (and, for containers without their own, no
+    /// privilege escalation and no capabilities); set `{}` to opt out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
     /// HTTP form: pull secrets for the apparatus pod's images.

@@ -55,11 +55,17 @@ pub mod reasons {
     pub const RESULT_INVALID: &str = "ResultInvalid";
     /// An apparatus call failed.
     pub const APPARATUS_FAILED: &str = "ApparatusFailed";
+    /// The apparatus pod did not become ready: the pod's own reason is in the message (image
+    /// pull failure, crash loop, OOM, unschedulable) or it did not get ready in time.
+    pub const APPARATUS_NOT_READY: &str = "ApparatusNotReady";
+    /// The owner's ServiceAccount may not create its apparatus pod.
+    pub const APPARATUS_FORBIDDEN: &str = "ApparatusForbidden";
+    /// `spec.apparatus` cannot run as a pod (no port named `container`, invalid pod, bad
+    /// endpoint path).
+    pub const APPARATUS_INVALID: &str = "ApparatusInvalid";
     /// The operator's egress policy refused an address an apparatus endpoint or a component's
     /// `host.send` would reach.
     pub const EGRESS_DENIED: &str = "EgressDenied";
-    /// The spec uses a feature this version of plugboard does not support yet.
-    pub const UNSUPPORTED: &str = "Unsupported";
     /// Decoupling failed; the finalizer stays until it succeeds or is forced.
     pub const DECOUPLE_FAILED: &str = "DecoupleFailed";
     /// The Plug or Socket is being deleted.
