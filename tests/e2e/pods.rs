@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use plugboard::apparatus::pod::{LAST_USED_ANNOTATION, OWNER_UID_LABEL, SPEC_HASH_ANNOTATION};
 use plugboard::crd::Plug;
@@ -530,19 +530,8 @@ async fn plug_whose_service_account_may_not_create_pods_is_forbidden_until_grant
     let mut sc = Scenario::new("pods-forbidden").await;
     let ns = sc.ns.name().to_owned();
     let _kubelet = FakeKubelet::start(sc.client(), &ns);
-    sc.api::<ServiceAccount>(&ns)
-        .create(
-            &PostParams::default(),
-            &ServiceAccount {
-                metadata: ObjectMeta {
-                    name: Some("hooks".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    // A ServiceAccount that opted in but may not create pods.
+    sc.opt_in(&ns, "hooks").await;
     sc.start().await;
     let rec = Recorder::start().await;
     sc.socket(&ns, "db", json!({})).await;
@@ -590,11 +579,7 @@ async fn namespace_deletion_finishes_though_no_apparatus_pod_can_start_in_it() {
     let mut sc = Scenario::new("pods-nsdel").await;
     // The tenant lives in a namespace of its own: the operator's ServiceAccount lives in the
     // scenario's, which must outlive this deletion.
-    let tenant = sc
-        .env
-        .namespace("pods-nsdel-tenant")
-        .await
-        .unwrap_or_else(|e| panic!("{}", plugboard_tests::error_chain(&e)));
+    let tenant = sc.namespace("pods-nsdel-tenant").await;
     let ns = tenant.name().to_owned();
     let _kubelet = FakeKubelet::start(sc.client(), &ns);
     grant_pods(&sc, &ns, "default").await;

@@ -47,7 +47,7 @@ pub struct SeenPod {
     pub fate: PodFate,
     /// When the kubelet saw it first.
     pub seen: Instant,
-    /// When its ready status was written (only for [`PodFate::Ready`]).
+    /// When its ready status was about to be written (only for [`PodFate::Ready`]).
     pub ready: Option<Instant>,
     /// When the kubelet saw it deleted.
     pub gone: Option<Instant>,
@@ -163,6 +163,9 @@ async fn handle(api: &Api<Pod>, ip: IpAddr, state: &Mutex<State>, pod: &Pod) {
         fate
     };
     let status = status_for(pod, fate, ip);
+    // Taken before the write: the operator may see the Ready status (and call the pod) before
+    // the write's response reaches the kubelet.
+    let writing = Instant::now();
     let written = api
         .patch_status(
             &pod.name_any(),
@@ -176,7 +179,7 @@ async fn handle(api: &Api<Pod>, ip: IpAddr, state: &Mutex<State>, pod: &Pod) {
             if fate == PodFate::Ready
                 && let Some(seen) = state.pods.iter_mut().find(|p| p.uid == uid)
             {
-                seen.ready = Some(Instant::now());
+                seen.ready = Some(writing);
             }
         }
         // A pod deleted before its status was written is not the kubelet's problem.

@@ -346,6 +346,24 @@ pub(crate) fn socket_key(plug: &Plug) -> ObjectRef<Socket> {
     ObjectRef::new(&plug.spec.socket.name).within(&namespace)
 }
 
+/// Whether namespace `name` is being deleted (or is already gone). Hooks of objects deleted
+/// with their namespace that fail are then passed over with a Warning: what they need (the
+/// ServiceAccount, its RoleBindings, Secrets, apparatus pods) is going too, and the namespace's
+/// deletion must finish.
+pub(crate) async fn namespace_terminating(ctx: &Context, name: &str) -> bool {
+    match Api::<k8s_openapi::api::core::v1::Namespace>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(ns)) => ns.metadata.deletion_timestamp.is_some(),
+        Ok(None) => true,
+        Err(error) => {
+            tracing::debug!(%error, namespace = name, "cannot tell whether the namespace is being deleted");
+            false
+        }
+    }
+}
+
 /// Reads an object fresh from the API server (not from a cache), `None` when it does not exist.
 pub(crate) async fn fresh<K>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<K>, Error>
 where

@@ -703,9 +703,12 @@ async fn decouple(
 ) -> Result<(), Error> {
     let force = forced(plug);
     let plug_owner = Owner::plug(plug);
-    // A failure passed over: with the force annotation, or when no apparatus pod can start
-    // because the namespace is being deleted (its deletion must finish).
-    let skip = |error: &Error| force || error.namespace_terminating();
+    // A Plug deleted with its namespace: its ServiceAccount, RoleBindings and Secrets go at the
+    // same time, and no apparatus pod can start; the namespace's deletion must finish.
+    let terminating = plug.meta().deletion_timestamp.is_some()
+        && super::namespace_terminating(ctx, plug_owner.namespace).await;
+    // A failure passed over: with the force annotation, or when the namespace is being deleted.
+    let skip = |error: &Error| force || terminating || error.namespace_terminating();
     let pass = |result: Result<(), Error>| async {
         match result {
             Err(error) if skip(&error) => {
@@ -892,8 +895,10 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
                 }
                 Err(error) => Err(error),
             };
+            let terminating =
+                super::namespace_terminating(ctx, &plug.namespace().unwrap_or_default()).await;
             match ran {
-                Err(error) if forced(plug) || error.namespace_terminating() => {
+                Err(error) if forced(plug) || terminating || error.namespace_terminating() => {
                     write::event(ctx, plug, true, reasons::DECOUPLE_FAILED, error.message()).await;
                 }
                 other => other?,

@@ -172,10 +172,11 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
                 .annotations()
                 .get(FORCE_DECOUPLE_ANNOTATION)
                 .is_some_and(|v| v == "true");
+            let terminating = super::namespace_terminating(&ctx, owner.namespace).await;
             match ran {
                 Ok(()) => {}
                 Err(error @ Error::Api { .. }) => return Err(error),
-                Err(error) if forced || error.namespace_terminating() => {
+                Err(error) if forced || terminating || error.namespace_terminating() => {
                     write::event(&ctx, &*socket, true, error.reason(), error.message()).await;
                 }
                 Err(error) => return failed(&ctx, &socket, status, &error).await,
