@@ -185,7 +185,10 @@ async fn wait_converged(sc: &Scenario, ns: &str, expected: &BTreeMap<String, Str
     let cms = sc.api::<ConfigMap>(ns);
     let label = ListParams::default().labels("app.kubernetes.io/managed-by=plugboard");
     wait_for("every coupling to converge", CONVERGE, || async {
-        let list = plugs.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let list = plugs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut not_ready = Vec::new();
         for plug in &list.items {
             let name = plug.metadata.name.clone().unwrap_or_default();
@@ -203,7 +206,11 @@ async fn wait_converged(sc: &Scenario, ns: &str, expected: &BTreeMap<String, Str
             return Err(format!("{} of {} Plugs", list.items.len(), expected.len()));
         }
         if !not_ready.is_empty() {
-            return Err(format!("{} not Ready: {:?}", not_ready.len(), &not_ready[..not_ready.len().min(5)]));
+            return Err(format!(
+                "{} not Ready: {:?}",
+                not_ready.len(),
+                &not_ready[..not_ready.len().min(5)]
+            ));
         }
         let maps = cms.list(&label).await.map_err(|e| e.to_string())?;
         let seen: BTreeMap<String, String> = maps
@@ -211,7 +218,12 @@ async fn wait_converged(sc: &Scenario, ns: &str, expected: &BTreeMap<String, Str
             .iter()
             .map(|cm| {
                 let name = cm.metadata.name.clone().unwrap_or_default();
-                let v = cm.data.as_ref().and_then(|d| d.get("v")).cloned().unwrap_or_default();
+                let v = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("v"))
+                    .cloned()
+                    .unwrap_or_default();
                 (name.trim_start_matches("cm-").to_owned(), v)
             })
             .collect();
@@ -220,7 +232,11 @@ async fn wait_converged(sc: &Scenario, ns: &str, expected: &BTreeMap<String, Str
                 .iter()
                 .filter(|(k, v)| seen.get(*k) != Some(*v))
                 .map(|(k, v)| format!("{k}: want {v}, have {:?}", seen.get(k)))
-                .chain(seen.keys().filter(|k| !expected.contains_key(*k)).map(|k| format!("{k}: orphaned")))
+                .chain(
+                    seen.keys()
+                        .filter(|k| !expected.contains_key(*k))
+                        .map(|k| format!("{k}: orphaned")),
+                )
                 .take(5)
                 .collect();
             return Err(format!("ConfigMaps differ: {diff:?}"));
@@ -241,7 +257,11 @@ async fn hold_and_delete(sc: &Scenario, ns: &str, names: &[String]) {
                 let hold = json!({"apiVersion": "plugboard.dev/v1alpha1", "kind": "Plug",
                                   "metadata": {"name": name, "finalizers": [HOLD]}});
                 plugs
-                    .patch(name, &PatchParams::apply("plugboard-tests"), &Patch::Apply(hold))
+                    .patch(
+                        name,
+                        &PatchParams::apply("plugboard-tests"),
+                        &Patch::Apply(hold),
+                    )
                     .await
                     .unwrap();
                 plugs.delete(name, &DeleteParams::default()).await.unwrap();
@@ -258,36 +278,53 @@ async fn wait_released_then_gone(sc: &Scenario, ns: &str, names: &[String]) {
     let plugs = sc.api::<Plug>(ns);
     let cms = sc.api::<ConfigMap>(ns);
     let wanted: BTreeSet<&String> = names.iter().collect();
-    wait_for("plugboard to release the deleted Plugs", CONVERGE, || async {
-        let list = plugs.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-        let held: Vec<String> = list
-            .items
-            .iter()
-            .filter(|p| p.metadata.name.as_ref().is_some_and(|n| wanted.contains(n)))
-            .filter(|p| {
-                p.metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f.as_str() != HOLD)
-            })
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        if !held.is_empty() {
-            return Err(format!("{} still held by plugboard: {:?}", held.len(), &held[..held.len().min(5)]));
-        }
-        let maps = cms.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-        let left: Vec<String> = maps
-            .items
-            .iter()
-            .filter_map(|c| c.metadata.name.clone())
-            .filter(|n| n.strip_prefix("cm-").is_some_and(|p| wanted.contains(&p.to_owned())))
-            .collect();
-        if !left.is_empty() {
-            return Err(format!("ConfigMaps of released Plugs remain: {left:?}"));
-        }
-        Ok(())
-    })
+    wait_for(
+        "plugboard to release the deleted Plugs",
+        CONVERGE,
+        || async {
+            let list = plugs
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let held: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.name.as_ref().is_some_and(|n| wanted.contains(n)))
+                .filter(|p| {
+                    p.metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f.as_str() != HOLD)
+                })
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            if !held.is_empty() {
+                return Err(format!(
+                    "{} still held by plugboard: {:?}",
+                    held.len(),
+                    &held[..held.len().min(5)]
+                ));
+            }
+            let maps = cms
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let left: Vec<String> = maps
+                .items
+                .iter()
+                .filter_map(|c| c.metadata.name.clone())
+                .filter(|n| {
+                    n.strip_prefix("cm-")
+                        .is_some_and(|p| wanted.contains(&p.to_owned()))
+                })
+                .collect();
+            if !left.is_empty() {
+                return Err(format!("ConfigMaps of released Plugs remain: {left:?}"));
+            }
+            Ok(())
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let release = |name: &String| {
@@ -296,18 +333,29 @@ async fn wait_released_then_gone(sc: &Scenario, ns: &str, names: &[String]) {
     };
     for name in names {
         plugs
-            .patch(name, &PatchParams::apply("plugboard-tests"), &Patch::Apply(release(name)))
+            .patch(
+                name,
+                &PatchParams::apply("plugboard-tests"),
+                &Patch::Apply(release(name)),
+            )
             .await
             .unwrap();
     }
     wait_for("the deleted Plugs to be gone", DEADLINE, || async {
-        let list = plugs.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let list = plugs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let left = list
             .items
             .iter()
             .filter(|p| p.metadata.name.as_ref().is_some_and(|n| wanted.contains(n)))
             .count();
-        if left == 0 { Ok(()) } else { Err(format!("{left} remain")) }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} remain"))
+        }
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -322,23 +370,39 @@ fn assert_recorded(rec: &Recorder, coupled: &BTreeMap<String, String>, decoupled
     let socket_decoupled = calls_by_plug(&calls, "/socket/decoupled");
     let plug_decoupled = calls_by_plug(&calls, "/plug/decoupled");
     for (name, v) in coupled {
-        assert!(socket_coupled.contains_key(name), "Plug {name} is coupled without a /socket/coupled call");
-        assert!(plug_coupled.contains_key(name), "Plug {name} is coupled without a /plug/coupled call");
+        assert!(
+            socket_coupled.contains_key(name),
+            "Plug {name} is coupled without a /socket/coupled call"
+        );
+        assert!(
+            plug_coupled.contains_key(name),
+            "Plug {name} is coupled without a /plug/coupled call"
+        );
         // The config it is coupled with reached the apparatus, by `coupled` or `updated`.
         let delivered = socket_coupled[name]
             .iter()
             .chain(updated.get(name).into_iter().flatten())
             .any(|c| c.body["plugConfig"]["v"] == json!(v));
-        assert!(delivered, "Plug {name}'s config v={v} never reached the Socket's apparatus");
+        assert!(
+            delivered,
+            "Plug {name}'s config v={v} never reached the Socket's apparatus"
+        );
     }
     for name in decoupled {
-        let (Some(first_coupled), Some(first_decoupled)) =
-            (socket_coupled.get(name).and_then(|c| c.first()), socket_decoupled.get(name).and_then(|c| c.first()))
-        else {
+        let (Some(first_coupled), Some(first_decoupled)) = (
+            socket_coupled.get(name).and_then(|c| c.first()),
+            socket_decoupled.get(name).and_then(|c| c.first()),
+        ) else {
             panic!("Plug {name} was released without /socket/coupled then /socket/decoupled");
         };
-        assert!(first_coupled.received <= first_decoupled.received, "Plug {name}: decoupled before coupled");
-        assert!(plug_decoupled.contains_key(name), "Plug {name} was released without a /plug/decoupled call");
+        assert!(
+            first_coupled.received <= first_decoupled.received,
+            "Plug {name}: decoupled before coupled"
+        );
+        assert!(
+            plug_decoupled.contains_key(name),
+            "Plug {name} was released without a /plug/decoupled call"
+        );
     }
 }
 
@@ -358,9 +422,11 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
         vec![k8s_openapi::api::rbac::v1::PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["configmaps".into()]),
-            verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-                .map(String::from)
-                .to_vec(),
+            verbs: [
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Default::default()
         }],
     )
@@ -391,12 +457,17 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
     }
     let _show = ShowLog(op.log.clone());
     op.start();
-    sc.socket(&ns, "db", json!({"apparatus": {"endpoint": format!("{}/socket", rec.url())}}))
-        .await;
+    sc.socket(
+        &ns,
+        "db",
+        json!({"apparatus": {"endpoint": format!("{}/socket", rec.url())}}),
+    )
+    .await;
     sc.wait_socket_ready(&ns, "db").await;
 
     let names: Vec<String> = (0..n).map(|i| format!("app-{i:03}")).collect();
-    let mut expected: BTreeMap<String, String> = names.iter().map(|n| (n.clone(), "1".into())).collect();
+    let mut expected: BTreeMap<String, String> =
+        names.iter().map(|n| (n.clone(), "1".into())).collect();
 
     // 1. Couple: create every Plug while the operator is killed twice.
     let phase = Instant::now();
@@ -407,7 +478,10 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
     tokio::join!(create, chaos(&mut op, &mut rng, 2, "couple"));
     wait_converged(&sc, &ns, &expected).await;
     assert_recorded(&rec, &expected, &[]);
-    eprintln!("  couple: {n} Plugs converged in {:.1} s", phase.elapsed().as_secs_f64());
+    eprintln!(
+        "  couple: {n} Plugs converged in {:.1} s",
+        phase.elapsed().as_secs_f64()
+    );
 
     // 2. Update: change every other Plug's config while the operator is killed once.
     let phase = Instant::now();
@@ -418,7 +492,11 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
             let plugs = plugs.clone();
             async move {
                 plugs
-                    .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"config": {"v": "2"}}})))
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"config": {"v": "2"}}})),
+                    )
                     .await
                     .unwrap();
             }
@@ -431,40 +509,74 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
     }
     wait_converged(&sc, &ns, &expected).await;
     assert_recorded(&rec, &expected, &[]);
-    eprintln!("  update: {} Plugs converged in {:.1} s", changed.len(), phase.elapsed().as_secs_f64());
+    eprintln!(
+        "  update: {} Plugs converged in {:.1} s",
+        changed.len(),
+        phase.elapsed().as_secs_f64()
+    );
 
     // 3. Decouple: delete every third Plug while the operator is killed once.
     let phase = Instant::now();
     let deleted: Vec<String> = names.iter().step_by(3).cloned().collect();
-    tokio::join!(hold_and_delete(&sc, &ns, &deleted), chaos(&mut op, &mut rng, 1, "decouple"));
+    tokio::join!(
+        hold_and_delete(&sc, &ns, &deleted),
+        chaos(&mut op, &mut rng, 1, "decouple")
+    );
     wait_released_then_gone(&sc, &ns, &deleted).await;
     for name in &deleted {
         expected.remove(name);
     }
     wait_converged(&sc, &ns, &expected).await;
     assert_recorded(&rec, &expected, &deleted);
-    eprintln!("  decouple: {} Plugs released in {:.1} s", deleted.len(), phase.elapsed().as_secs_f64());
+    eprintln!(
+        "  decouple: {} Plugs released in {:.1} s",
+        deleted.len(),
+        phase.elapsed().as_secs_f64()
+    );
 
     // 4. Tear down: delete the rest while the operator is killed once more.
     let phase = Instant::now();
     let rest: Vec<String> = expected.keys().cloned().collect();
-    tokio::join!(hold_and_delete(&sc, &ns, &rest), chaos(&mut op, &mut rng, 1, "teardown"));
+    tokio::join!(
+        hold_and_delete(&sc, &ns, &rest),
+        chaos(&mut op, &mut rng, 1, "teardown")
+    );
     wait_released_then_gone(&sc, &ns, &rest).await;
     assert_recorded(&rec, &BTreeMap::new(), &names);
-    sc.api::<Socket>(&ns).delete("db", &DeleteParams::default()).await.unwrap();
-    sc.wait::<Socket, _>(&ns, "db", "the Socket to be gone", |s| s.is_none()).await;
+    sc.api::<Socket>(&ns)
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    sc.wait::<Socket, _>(&ns, "db", "the Socket to be gone", |s| s.is_none())
+        .await;
     let orphans = sc
         .api::<ConfigMap>(&ns)
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=plugboard"))
         .await
         .unwrap();
-    assert!(orphans.items.is_empty(), "orphaned objects: {:?}", orphans.items.iter().map(|c| &c.metadata.name).collect::<Vec<_>>());
-    eprintln!("  teardown: {} Plugs released in {:.1} s", rest.len(), phase.elapsed().as_secs_f64());
+    assert!(
+        orphans.items.is_empty(),
+        "orphaned objects: {:?}",
+        orphans
+            .items
+            .iter()
+            .map(|c| &c.metadata.name)
+            .collect::<Vec<_>>()
+    );
+    eprintln!(
+        "  teardown: {} Plugs released in {:.1} s",
+        rest.len(),
+        phase.elapsed().as_secs_f64()
+    );
     op.assert_alive();
 
     let calls = rec.hook_calls();
     let count = |path: &str| calls.iter().filter(|c| c.path == path).count();
-    let (coupled, updated, decoupled) = (count("/socket/coupled"), count("/socket/updated"), count("/socket/decoupled"));
+    let (coupled, updated, decoupled) = (
+        count("/socket/coupled"),
+        count("/socket/updated"),
+        count("/socket/decoupled"),
+    );
     eprintln!(
         "FIGURES operator-kill: {n} Plugs, {} SIGKILLs survived ({} starts), {:.1} s; \
          socket hooks: coupled {coupled} (>= {n}), updated {updated} (changed {}), decoupled {decoupled} (>= {n}); \

@@ -150,7 +150,9 @@ impl ControlPlane {
             logs.join("cleanup.log"),
             cleanup,
         )?);
-        processes.push(spawn_etcd(binaries, &dir, etcd_port, peer_port, "etcd.log")?);
+        processes.push(spawn_etcd(
+            binaries, &dir, etcd_port, peer_port, "etcd.log",
+        )?);
         processes.push(Supervised::spawn(
             "kube-apiserver",
             &binaries.kube_apiserver,
