@@ -140,26 +140,25 @@ impl ControlPlane {
         let server = format!("https://127.0.0.1:{api_port}");
         let cleanup = (!options.keep_dir).then_some(dir.as_path());
 
-        let mut processes = Vec::new();
         // The folder goes when this process does, not when etcd stops: etcd may be restarted.
         // A program that only waits holds the removal (stopped last: processes stop in reverse).
-        processes.push(Supervised::spawn(
-            "cleanup",
-            Path::new("sleep"),
-            ["infinity"],
-            logs.join("cleanup.log"),
-            cleanup,
-        )?);
-        processes.push(spawn_etcd(
-            binaries, &dir, etcd_port, peer_port, "etcd.log",
-        )?);
-        processes.push(Supervised::spawn(
-            "kube-apiserver",
-            &binaries.kube_apiserver,
-            apiserver_args(&dir, &pki, etcd_port, api_port),
-            logs.join("kube-apiserver.log"),
-            None,
-        )?);
+        let processes = vec![
+            Supervised::spawn(
+                "cleanup",
+                Path::new("sleep"),
+                ["infinity"],
+                logs.join("cleanup.log"),
+                cleanup,
+            )?,
+            spawn_etcd(binaries, &dir, etcd_port, peer_port, "etcd.log")?,
+            Supervised::spawn(
+                "kube-apiserver",
+                &binaries.kube_apiserver,
+                apiserver_args(&dir, &pki, etcd_port, api_port),
+                logs.join("kube-apiserver.log"),
+                None,
+            )?,
+        ];
 
         let kubeconfig_text =
             kubeconfig_yaml(&server, &pki.ca_cert, "plugboard-admin", &pki.admin_token);

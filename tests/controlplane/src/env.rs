@@ -28,7 +28,7 @@ const FIELD_MANAGER: &str = "plugboard-tests";
 
 enum Backend {
     /// Behind a lock so that [`TestEnv::restart_api_server`] can restart its processes.
-    Local(tokio::sync::Mutex<ControlPlane>),
+    Local(Box<tokio::sync::Mutex<ControlPlane>>),
     External(PathBuf),
 }
 
@@ -71,9 +71,9 @@ impl TestEnv {
                 let backend =
                     match std::env::var_os(EXTERNAL_KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
                         Some(path) => Backend::External(PathBuf::from(path)),
-                        None => Backend::Local(tokio::sync::Mutex::new(
+                        None => Backend::Local(Box::new(tokio::sync::Mutex::new(
                             ControlPlane::start(ControlPlaneOptions::default()).await?,
-                        )),
+                        ))),
                     };
                 let shared = Shared { backend };
                 let env = Self::from_shared(&shared).await?;
