@@ -27,6 +27,9 @@ use crate::{env_number, seeded_rng};
 const PLUGS_ENV: &str = "PLUGBOARD_FAULT_PLUGS";
 /// 100 Plugs take about a minute here, kills and restarts included.
 const DEFAULT_PLUGS: usize = 100;
+/// Multiplies the SIGKILLs per phase (environment variable; default 1: two while coupling, one
+/// in each other phase, five in all).
+const KILLS_ENV: &str = "PLUGBOARD_FAULT_KILLS";
 /// A finalizer the test puts on Plugs it deletes, so that the garbage collector cannot delete
 /// their objects: whatever is gone while it holds, plugboard deleted.
 const HOLD: &str = "plugboard.dev/test-hold";
@@ -210,6 +213,25 @@ async fn wait_converged(sc: &Scenario, ns: &str, expected: &BTreeMap<String, Str
                 "{} not Ready: {:?}",
                 not_ready.len(),
                 &not_ready[..not_ready.len().min(5)]
+            ));
+        }
+        // The Socket's record of its couplings agrees.
+        let socket = sc
+            .api::<Socket>(ns)
+            .get("db")
+            .await
+            .map_err(|e| e.to_string())?;
+        let listed: BTreeSet<String> = socket
+            .status
+            .iter()
+            .flat_map(|s| s.coupled_plugs.iter().map(|p| p.name.clone()))
+            .collect();
+        let want: BTreeSet<String> = expected.keys().cloned().collect();
+        if listed != want {
+            return Err(format!(
+                "the Socket lists {} coupled Plugs, want {}",
+                listed.len(),
+                want.len()
             ));
         }
         let maps = cms.list(&label).await.map_err(|e| e.to_string())?;
@@ -410,6 +432,7 @@ fn assert_recorded(rec: &Recorder, coupled: &BTreeMap<String, String>, decoupled
 async fn operator_sigkilled_at_random_points_loses_nothing() {
     let _serial = crate::SERIAL.lock().await;
     let n = env_number(PLUGS_ENV, DEFAULT_PLUGS);
+    let m = env_number(KILLS_ENV, 1);
     let mut rng = seeded_rng("operator_sigkilled_at_random_points_loses_nothing");
     let started = Instant::now();
     let sc = Scenario::new("faults-kill").await;
@@ -475,7 +498,7 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
         .map(|name| sc.plug(&ns, name, plug_spec(&rec, "1")))
         .buffer_unordered(16)
         .collect::<Vec<_>>();
-    tokio::join!(create, chaos(&mut op, &mut rng, 2, "couple"));
+    tokio::join!(create, chaos(&mut op, &mut rng, 2 * m, "couple"));
     wait_converged(&sc, &ns, &expected).await;
     assert_recorded(&rec, &expected, &[]);
     eprintln!(
@@ -503,7 +526,7 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>();
-    tokio::join!(update, chaos(&mut op, &mut rng, 1, "update"));
+    tokio::join!(update, chaos(&mut op, &mut rng, m, "update"));
     for name in &changed {
         expected.insert(name.clone(), "2".into());
     }
@@ -520,7 +543,7 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
     let deleted: Vec<String> = names.iter().step_by(3).cloned().collect();
     tokio::join!(
         hold_and_delete(&sc, &ns, &deleted),
-        chaos(&mut op, &mut rng, 1, "decouple")
+        chaos(&mut op, &mut rng, m, "decouple")
     );
     wait_released_then_gone(&sc, &ns, &deleted).await;
     for name in &deleted {
@@ -539,7 +562,7 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
     let rest: Vec<String> = expected.keys().cloned().collect();
     tokio::join!(
         hold_and_delete(&sc, &ns, &rest),
-        chaos(&mut op, &mut rng, 1, "teardown")
+        chaos(&mut op, &mut rng, m, "teardown")
     );
     wait_released_then_gone(&sc, &ns, &rest).await;
     assert_recorded(&rec, &BTreeMap::new(), &names);
