@@ -146,6 +146,8 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
                "config": {"v": v}})
     };
     let mut outages = Vec::new();
+    // From the API server being back to every Plug converged, per phase.
+    let mut recovery = Vec::new();
 
     // 1. Couple across an outage.
     let create = futures::stream::iter(&names)
@@ -159,7 +161,9 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
         outage(&sc, &mut rng, "couple")
     );
     outages.extend(took);
+    let back = Instant::now();
     wait_ready(&plugs, &names).await;
+    recovery.push(back.elapsed());
     let coupled = hooked(&rec, "/socket/coupled");
     assert_eq!(coupled, names, "every Plug's coupled hook ran");
 
@@ -186,7 +190,9 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
         .collect::<Vec<_>>();
     let (_, took) = tokio::join!(update, outage(&sc, &mut rng, "update"));
     outages.extend(took);
+    let back = Instant::now();
     wait_ready(&plugs, &names).await;
+    recovery.push(back.elapsed());
     let delivered: BTreeSet<String> = rec
         .hook_calls()
         .into_iter()
@@ -222,7 +228,9 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
         .collect::<Vec<_>>();
     let (_, took) = tokio::join!(delete, outage(&sc, &mut rng, "decouple"));
     outages.extend(took);
+    let back = Instant::now();
     wait_ready(&plugs, &BTreeSet::new()).await;
+    recovery.push(back.elapsed());
     assert_eq!(
         hooked(&rec, "/socket/decoupled"),
         names,
@@ -249,10 +257,14 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
     let m = sc.metrics();
     eprintln!(
         "FIGURES api-restart: {n} Plugs coupled, updated and deleted across {} API server + etcd \
-         restarts (down {:?} s), {:.1} s; socket hooks coupled {}, updated {}, decoupled {}; \
+         restarts (down {:?} s, converged {:?} s after it was back), {:.1} s; socket hooks coupled {}, updated {}, decoupled {}; \
          {} plug reconciles, operator restarts 0; lost: 0",
         outages.len(),
         outages
+            .iter()
+            .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        recovery
             .iter()
             .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
             .collect::<Vec<_>>(),
