@@ -249,8 +249,18 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
             .map_err(|e| e.to_string())
     })
     .await;
-    sc.wait::<Socket, _>(&ns, "db", "the Socket to be gone", |s| s.is_none())
-        .await;
+    let sockets = sc.api::<Socket>(&ns);
+    retrying("the Socket to be gone", || async {
+        match sockets.get_opt("db").await {
+            Ok(None) => Ok(()),
+            Ok(Some(s)) => Err(format!(
+                "still there: {:?}",
+                s.status.map(|s| s.conditions).unwrap_or_default()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
 
     let calls = rec.hook_calls();
     let count = |path: &str| calls.iter().filter(|c| c.path == path).count();

@@ -138,7 +138,10 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
                 ],
             )
             .await?;
-            return Ok(Action::await_change());
+            // Look again later rather than only on a Plug event: Plugs deleted while the Plug
+            // watch was down (an expired watch relists, and a relist reports no deletions)
+            // wake nothing, and the Socket would wait for them forever.
+            return Ok(requeue(ctx.options.retry));
         }
         if status.created {
             let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
