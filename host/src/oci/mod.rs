@@ -243,6 +243,21 @@ impl ComponentStore {
         shared.await
     }
 
+    /// The cached component file whose content has `digest` (`sha256:` and 64 hex digits),
+    /// checked against its digest, without asking any registry: what a side falls back to when
+    /// its image cannot be resolved. `None` when it is not (or no longer) cached, or `digest`
+    /// is not a sha256 digest.
+    pub async fn cached_component(&self, digest: &str) -> Result<Option<PathBuf>, OciError> {
+        if !media::is_sha256_digest(digest) {
+            return Ok(None);
+        }
+        let found = self.inner.cache.get(digest).await?;
+        if found.is_some() {
+            self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(found)
+    }
+
     /// Spawns the fetch task. Called with `inflight` locked, so the task's own removal of its
     /// entry (which takes the lock) happens after the insertion.
     fn start(
