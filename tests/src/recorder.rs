@@ -386,6 +386,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn gate_holds_requests_until_opened() {
+        let recorder = Recorder::start().await;
+        let url = recorder.url();
+        recorder.reply("/coupled", Reply::Gate);
+
+        let held = tokio::spawn({
+            let url = url.clone();
+            async move { post(&url, "/coupled", "{}").await }
+        });
+        crate::wait_for("the held call to arrive", Duration::from_secs(10), || {
+            let seen = recorder.calls().len();
+            async move {
+                if seen == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{seen} calls"))
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!held.is_finished(), "answered before the gate opened");
+        // Other paths are not held.
+        assert_eq!(post(&url, "/created", "{}").await, Ok((200, json!({}))));
+
+        recorder.open_gate();
+        let answer = tokio::time::timeout(Duration::from_secs(30), held)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer, Ok((200, json!({}))));
+        // Once open, the gate answers at once.
+        assert_eq!(post(&url, "/coupled", "{}").await, Ok((200, json!({}))));
+    }
+
+    #[tokio::test]
     async fn hang_never_answers_until_the_recorder_is_dropped() {
         let recorder = Recorder::start().await;
         let url = recorder.url();
