@@ -14,3 +14,6 @@ pub mod engine;
 pub mod metrics;
 pub mod oci;
 pub mod wasm;
+
+#[cfg(test)]
+mod proptests;

@@ -17,4 +17,5 @@ mod optin;
 mod plan;
 mod pods;
 mod rbac;
+mod teardown;
 mod wasm;

@@ -48,6 +48,24 @@ pub(crate) struct Owner<'a> {
     pub(crate) namespace: &'a str,
     pub(crate) uid: &'a str,
     pub(crate) spec: &'a SideSpec,
+    /// The digest of the WebAssembly component the side's status last recorded for the image
+    /// its spec names now: what its hooks fall back to when the registry cannot be asked.
+    pub(crate) last_digest: Option<&'a str>,
+    /// The side is being deleted: any failure to resolve its component falls back to
+    /// `last_digest`, so that nothing the deletion removes at the same time (the registry, a
+    /// pull secret) keeps it from finishing.
+    pub(crate) deleting: bool,
+}
+
+/// The digest in `status` when it was recorded for the image `spec` names now.
+fn last_digest<'a>(
+    spec: &SideSpec,
+    status: Option<&'a crate::crd::ApparatusStatus>,
+) -> Option<&'a str> {
+    let image = spec.apparatus.as_ref()?.wasm.as_ref()?.image.as_str();
+    status
+        .filter(|s| s.image == image && !s.digest.is_empty())
+        .map(|s| s.digest.as_str())
 }
 
 impl<'a> Owner<'a> {
@@ -58,6 +76,11 @@ impl<'a> Owner<'a> {
             namespace: plug.metadata.namespace.as_deref().unwrap_or_default(),
             uid: plug.metadata.uid.as_deref().unwrap_or_default(),
             spec: &plug.spec.side,
+            last_digest: last_digest(
+                &plug.spec.side,
+                plug.status.as_ref().and_then(|s| s.apparatus.as_ref()),
+            ),
+            deleting: plug.metadata.deletion_timestamp.is_some(),
         }
     }
 
@@ -68,6 +91,11 @@ impl<'a> Owner<'a> {
             namespace: socket.metadata.namespace.as_deref().unwrap_or_default(),
             uid: socket.metadata.uid.as_deref().unwrap_or_default(),
             spec: &socket.spec.side,
+            last_digest: last_digest(
+                &socket.spec.side,
+                socket.status.as_ref().and_then(|s| s.apparatus.as_ref()),
+            ),
+            deleting: socket.metadata.deletion_timestamp.is_some(),
         }
     }
 
@@ -130,11 +158,12 @@ impl<'a> Owner<'a> {
     }
 
     /// For a WebAssembly apparatus, the image and the digest it resolves to now (fetching and
-    /// loading the component, so a bad image shows up before any hook needs it).
+    /// loading the component, so a bad image shows up before any hook needs it), and why the
+    /// digest recorded before was kept when the image could not be resolved.
     pub(crate) async fn apparatus_status(
         &self,
         ctx: &Context,
-    ) -> Result<Option<crate::crd::ApparatusStatus>, Error> {
+    ) -> Result<(Option<crate::crd::ApparatusStatus>, Option<String>), Error> {
         if self
             .spec
             .apparatus
@@ -142,14 +171,17 @@ impl<'a> Owner<'a> {
             .and_then(|a| a.wasm.as_ref())
             .is_none()
         {
-            return Ok(None);
+            return Ok((None, None));
         }
         match self.apparatus(ctx).await? {
-            Some(Apparatus::Wasm(w)) => Ok(Some(crate::crd::ApparatusStatus {
-                image: w.image,
-                digest: w.digest,
-            })),
-            _ => Ok(None),
+            Some(Apparatus::Wasm(w)) => Ok((
+                Some(crate::crd::ApparatusStatus {
+                    image: w.image,
+                    digest: w.digest,
+                }),
+                w.stale,
+            )),
+            _ => Ok((None, None)),
         }
     }
 }
@@ -280,63 +312,56 @@ fn needs_data(spec: &SideSpec) -> bool {
     spec.apparatus.is_some() || !spec.config_template.is_empty() || !spec.result_template.is_empty()
 }
 
-/// A side's config from its sources, later winning: Secret `configSecretName`, `config`,
-/// rendered `configTemplate`, ConfigMap `configConfigMapName`, the apparatus `config` reply.
+/// A side's config or result from its sources, later winning: the Secret
+/// (`configSecretName` / `resultSecretName`), the inline map, the rendered templates, the
+/// ConfigMap (`configConfigMapName` / `resultConfigMapName`), and for config the apparatus
+/// `config` reply.
+async fn merged(
+    ctx: &Context,
+    owner: Owner<'_>,
+    kind: ValuesKind,
+    templates: Option<Values>,
+    apparatus: Option<Values>,
+) -> Result<Values, Error> {
+    let spec = owner.spec;
+    let (secret, inline, config_map, fields) = match kind {
+        ValuesKind::Config => (
+            &spec.config_secret_name,
+            &spec.config,
+            &spec.config_config_map_name,
+            ["spec.configSecretName", "spec.configConfigMapName"],
+        ),
+        ValuesKind::Result => (
+            &spec.result_secret_name,
+            &spec.result,
+            &spec.result_config_map_name,
+            ["spec.resultSecretName", "spec.resultConfigMapName"],
+        ),
+    };
+    Ok(config::merge(Sources {
+        secret: optional_secret(ctx, owner, secret.as_ref(), fields[0]).await?,
+        inline: inline.clone(),
+        templates,
+        config_map: optional_config_map(ctx, owner, config_map.as_ref(), fields[1]).await?,
+        apparatus,
+    }))
+}
+
 async fn merged_config(
     ctx: &Context,
     owner: Owner<'_>,
     templates: Option<Values>,
     apparatus: Option<Values>,
 ) -> Result<Values, Error> {
-    let spec = owner.spec;
-    Ok(config::merge(Sources {
-        secret: optional_secret(
-            ctx,
-            owner,
-            spec.config_secret_name.as_ref(),
-            "spec.configSecretName",
-        )
-        .await?,
-        inline: spec.config.clone(),
-        templates,
-        config_map: optional_config_map(
-            ctx,
-            owner,
-            spec.config_config_map_name.as_ref(),
-            "spec.configConfigMapName",
-        )
-        .await?,
-        apparatus,
-    }))
+    merged(ctx, owner, ValuesKind::Config, templates, apparatus).await
 }
 
-/// A side's result from its sources, later winning: Secret `resultSecretName`, `result`,
-/// rendered `resultTemplate`, ConfigMap `resultConfigMapName`.
 async fn merged_result(
     ctx: &Context,
     owner: Owner<'_>,
     templates: Option<Values>,
 ) -> Result<Values, Error> {
-    let spec = owner.spec;
-    Ok(config::merge(Sources {
-        secret: optional_secret(
-            ctx,
-            owner,
-            spec.result_secret_name.as_ref(),
-            "spec.resultSecretName",
-        )
-        .await?,
-        inline: spec.result.clone(),
-        templates,
-        config_map: optional_config_map(
-            ctx,
-            owner,
-            spec.result_config_map_name.as_ref(),
-            "spec.resultConfigMapName",
-        )
-        .await?,
-        apparatus: None,
-    }))
+    merged(ctx, owner, ValuesKind::Result, templates, None).await
 }
 
 /// The template context every template of a coupling starts from.
