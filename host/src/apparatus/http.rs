@@ -1767,7 +1767,9 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_unreachable_after_retries() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A freed port on an address no other test listens on: on 127.0.0.1 a test running in
+        // parallel could be given the same port and receive these connections.
+        let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let apparatus = client(fast_options());
