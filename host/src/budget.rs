@@ -62,8 +62,8 @@ impl MemoryBudget {
         let max_component_bytes = (compile / COMPILE_FACTOR).clamp(MIB, 64 * MIB);
         let bodies = total / 16;
         // Each call may hold one body, plus one manifest and one apparatus answer per call.
-        let max_body_bytes = usize::try_from((bodies / (3 * concurrent_calls as u64)).min(MIB))
-            .unwrap_or(1 << 20);
+        let max_body_bytes =
+            usize::try_from((bodies / (3 * concurrent_calls as u64)).min(MIB)).unwrap_or(1 << 20);
         Self {
             total,
             concurrent_calls,
@@ -102,14 +102,19 @@ mod tests {
 
     #[test]
     fn the_worst_case_fits_every_budget() {
-        for mib in [1, 64, 100, 128, 256, 512, 1000, 1024, 2048, 4096, 16384, 65536] {
+        for mib in [
+            1, 64, 100, 128, 256, 512, 1000, 1024, 2048, 4096, 16384, 65536,
+        ] {
             let b = MemoryBudget::derive(mib * MIB);
             assert!(
                 b.worst_case() <= b.total * 13 / 16,
                 "{mib} MiB: worst case {} MiB",
                 b.worst_case() / MIB
             );
-            assert!(b.concurrent_calls >= 1 && b.max_call_memory >= 16 * MIB, "{b:?}");
+            assert!(
+                b.concurrent_calls >= 1 && b.max_call_memory >= 16 * MIB,
+                "{b:?}"
+            );
             assert!(b.default_call_memory <= b.max_call_memory);
         }
     }

@@ -915,8 +915,11 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
         }
         Err(error @ Error::Api { .. }) => Err(error),
         Err(error) => {
-            let outcome =
-                Outcome::stalled(error.reason(), error.message(), requeue(super::retry_delay(ctx)));
+            let outcome = Outcome::stalled(
+                error.reason(),
+                error.message(),
+                requeue(super::retry_delay(ctx)),
+            );
             finish(ctx, plug, &mut writer, &mut status, outcome).await
         }
     }

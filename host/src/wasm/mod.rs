@@ -207,7 +207,10 @@ pub enum WasmError {
     #[error("invalid spec.apparatus.wasm.limits")]
     Limits(#[source] LimitsError),
     /// The component is larger than the operator compiles.
-    #[error("the component is {} bytes, more than the operator's limit of {limit} bytes", size)]
+    #[error(
+        "the component is {} bytes, more than the operator's limit of {limit} bytes",
+        size
+    )]
     TooLarge {
         /// Its size in bytes.
         size: u64,
@@ -685,10 +688,7 @@ impl LoadedSet {
     fn insert(&mut self, loaded: Arc<Loaded>, max_count: usize, max_bytes: u64) -> Vec<String> {
         self.clock += 1;
         self.bytes += loaded.code_bytes;
-        if let Some((old, _)) = self
-            .map
-            .insert(loaded.digest.clone(), (loaded, self.clock))
-        {
+        if let Some((old, _)) = self.map.insert(loaded.digest.clone(), (loaded, self.clock)) {
             self.bytes = self.bytes.saturating_sub(old.code_bytes);
         }
         let mut evicted = Vec::new();

@@ -30,10 +30,7 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .used
-            .saturating_sub(current)
-            .saturating_add(desired);
+        let total = self.used.saturating_sub(current).saturating_add(desired);
         if total > self.memory {
             self.denied = true;
             return Ok(false);
