@@ -97,3 +97,61 @@ async fn four_hanging_apparatuses_do_not_delay_a_healthy_coupling() {
         "the hanging apparatuses were called"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_the_operator_cannot_read_does_not_stop_the_others() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
+
+    let mut sc = Scenario::new("fair-invalid").await;
+    sc.start().await;
+    let ns = sc.ns.name().to_owned();
+    sc.socket(&ns, "db", json!({})).await;
+    // Admitted by the API server's schema (an integer), unreadable as the `u32` it is: the
+    // operator's watch of Plugs would fail as a whole on it.
+    let resource = ApiResource::erase::<Plug>(&());
+    let raw: kube::Api<DynamicObject> = kube::Api::namespaced_with(sc.client(), &ns, &resource);
+    let mut bad = DynamicObject::new("unreadable", &resource).within(&ns);
+    bad.metadata.labels = Some(
+        [(
+            plugboard_tests::scenario::TEST_LABEL.to_owned(),
+            sc.run.clone(),
+        )]
+        .into(),
+    );
+    bad.data = json!({"spec": {"socket": {"name": "db"},
+        "apparatus": {"idleTimeout": 5_000_000_000u64, "containers": [{
+            "name": "apparatus", "image": "example.invalid/apparatus:1",
+            "ports": [{"name": "container", "containerPort": 8080}]}]}}});
+    raw.create(&PostParams::default(), &bad)
+        .await
+        .expect("the API server admits the Plug");
+    assert!(
+        sc.api::<Plug>(&ns).get("unreadable").await.is_err(),
+        "the Plug cannot be read as a Plug"
+    );
+    sc.plug(&ns, "app", json!({"socket": {"name": "db"}})).await;
+    sc.wait_plug_ready(&ns, "app").await;
+    // The unreadable one is reported.
+    let events: kube::Api<Event> = kube::Api::namespaced(sc.client(), &ns);
+    wait_for(
+        "an InvalidObject Event",
+        Duration::from_secs(30),
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("InvalidObject")
+                        && e.involved_object.name.as_deref() == Some("unreadable")
+                })
+                .map(|_| ())
+                .ok_or_else(|| format!("{} events", list.items.len()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -9,6 +9,7 @@
 mod deferred;
 mod error;
 mod fairness;
+mod guard;
 mod hooks;
 pub mod objects;
 mod optin;
@@ -463,19 +464,62 @@ pub async fn run(
     if let Some(selector) = &options.selector {
         wc = wc.labels(selector);
     }
-    let plugs_api: Api<Plug> = scoped(&client, namespace.as_deref());
-    let sockets_api: Api<Socket> = scoped(&client, namespace.as_deref());
     let controller_config = controller::Config::default().concurrency(options.concurrency);
 
-    let plug_controller = controller::Controller::new(plugs_api.clone(), wc.clone())
-        .with_config(controller::Config::default().concurrency(options.plug_concurrency));
-    let socket_controller = controller::Controller::new(sockets_api.clone(), wc.clone())
-        .with_config(controller_config.clone());
+    // Every watch of the three kinds reads each object on its own: one that cannot be read is
+    // reported and left out, and the others keep reconciling (see `guard`).
+    let invalid_recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "plugboard".into(),
+            instance: Some(options.instance.clone()),
+        },
+    );
+    let guarded =
+        |api, placeholder| guard::watch(api, wc.clone(), invalid_recorder.clone(), placeholder);
+    let (plug_reader, plug_writer) = reflector::store::<Plug>();
+    let plug_controller = controller::Controller::for_stream(
+        reflector::reflector(
+            plug_writer,
+            guarded(
+                scoped(&client, namespace.as_deref()),
+                guard::placeholder_plug,
+            ),
+        )
+        .applied_objects(),
+        plug_reader,
+    )
+    .with_config(controller::Config::default().concurrency(options.plug_concurrency));
+    let (socket_reader, socket_writer) = reflector::store::<Socket>();
+    let socket_controller = controller::Controller::for_stream(
+        reflector::reflector(
+            socket_writer,
+            guard::watch(
+                scoped(&client, namespace.as_deref()),
+                wc.clone(),
+                invalid_recorder.clone(),
+                guard::placeholder::<Socket>,
+            ),
+        )
+        .applied_objects(),
+        socket_reader,
+    )
+    .with_config(controller_config.clone());
     // DeferredResources stand alone: nothing else wakes them, only their own changes and the
     // timers their reconciles set.
-    let deferred_controller = controller::Controller::new(
-        scoped::<DeferredResource>(&client, namespace.as_deref()),
-        wc.clone(),
+    let (deferred_reader, deferred_writer) = reflector::store::<DeferredResource>();
+    let deferred_controller = controller::Controller::for_stream(
+        reflector::reflector(
+            deferred_writer,
+            guard::watch(
+                scoped(&client, namespace.as_deref()),
+                wc.clone(),
+                invalid_recorder.clone(),
+                guard::placeholder::<DeferredResource>,
+            ),
+        )
+        .applied_objects(),
+        deferred_reader,
     )
     .with_config(controller_config);
 
@@ -484,12 +528,23 @@ pub async fn run(
     let (sockets, socket_writer) = reflector::store::<Socket>();
     let socket_events = reflector::reflector(
         socket_writer,
-        watcher(sockets_api, wc.clone()).default_backoff(),
+        guard::watch(
+            scoped(&client, namespace.as_deref()),
+            wc.clone(),
+            invalid_recorder.clone(),
+            guard::placeholder::<Socket>,
+        ),
     )
     .touched_objects();
     let (plugs, plug_writer) = reflector::store::<Plug>();
-    let plug_events = reflector::reflector(plug_writer, watcher(plugs_api, wc).default_backoff())
-        .touched_objects();
+    let plug_events = reflector::reflector(
+        plug_writer,
+        guarded(
+            scoped(&client, namespace.as_deref()),
+            guard::placeholder_plug,
+        ),
+    )
+    .touched_objects();
 
     // A Socket change that matters to Plugs (spec, deletion, created hooks done) wakes the
     // Plugs that name it or are coupled to it; its status churn does not.
