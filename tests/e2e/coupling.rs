@@ -45,30 +45,6 @@ async fn wait_calls(rec: &Recorder, path: &str, n: usize) {
     .unwrap();
 }
 
-async fn warning_events(sc: &Scenario, ns: &str, reason: &str) -> Vec<Event> {
-    let events: Api<Event> = sc.api(ns);
-    events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
-        .collect()
-}
-
-async fn wait_warning(sc: &Scenario, ns: &str, reason: &str) -> Event {
-    wait_for(&format!("a Warning Event {reason}"), DEADLINE, || async {
-        warning_events(sc, ns, reason)
-            .await
-            .into_iter()
-            .next()
-            .ok_or_else(|| "none yet".to_owned())
-    })
-    .await
-    .unwrap()
-}
-
 /// Lets ServiceAccount `default` in `ns` read Secrets and ConfigMaps, as a user would grant it.
 async fn grant_reads(sc: &Scenario, ns: &str) {
     let rule = PolicyRule {
@@ -633,7 +609,7 @@ async fn cross_namespace_plug_is_refused_admitted_by_selector_and_decoupled_when
         "{message}"
     );
     assert_eq!(plug_condition(&refused, "Stalled").unwrap().status, "True");
-    let event = wait_warning(&sc, &other, "CouplingRefused").await;
+    let event = sc.wait_warning(&other, "CouplingRefused", None).await;
     assert!(
         event
             .message
@@ -704,7 +680,7 @@ async fn interface_requires_defaults_and_drops_unknown_keys() {
         message.contains("plug config is missing required property: database"),
         "{message}"
     );
-    wait_warning(&sc, &ns, "ConfigInvalid").await;
+    sc.wait_warning(&ns, "ConfigInvalid", None).await;
     assert!(calls_to(&rec, "/socket/coupled").is_empty());
 
     sc.patch::<Plug>(&ns, "app", json!({"spec": {"config": {"database": "app"}}}))
@@ -941,7 +917,7 @@ async fn apparatus_failures_end_as_clear_conditions_and_recover() {
     for p in [&p500, &hang, &down] {
         assert_eq!(plug_condition(p, "Stalled").unwrap().status, "True");
     }
-    wait_warning(&sc, &ns, "ApparatusFailed").await;
+    sc.wait_warning(&ns, "ApparatusFailed", None).await;
     // The operator is unharmed and other couplings go on.
     sc.wait_plug_ready(&ns, "healthy").await;
     eprintln!(
@@ -977,7 +953,7 @@ async fn failing_decouple_keeps_the_finalizer_until_forced() {
         message.contains("decoupled failed with 500 status"),
         "{message}"
     );
-    wait_warning(&sc, &ns, "DecoupleFailed").await;
+    sc.wait_warning(&ns, "DecoupleFailed", None).await;
 
     sc.patch::<Plug>(
         &ns,
@@ -1038,7 +1014,7 @@ async fn force_decouple_is_removed_once_a_plug_has_switched_sockets() {
         .unwrap();
     assert!(plug.metadata.deletion_timestamp.is_none());
     assert!(!calls_to(&rec, "/socket/decoupled").is_empty());
-    wait_warning(&sc, &ns, "DecoupleFailed").await;
+    sc.wait_warning(&ns, "DecoupleFailed", None).await;
     sc.wait_plug_ready(&ns, "app").await;
 
     // The force is spent: the next failing decouple (deleting the Plug) stops and says why.

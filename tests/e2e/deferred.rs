@@ -2,79 +2,21 @@
 //! as the DeferredResource's ServiceAccount, deleted with it, and never touching an object it
 //! did not create.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Api, ResourceExt as _};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt as _;
+use kube::api::DeleteParams;
 use plugboard::crd::DeferredResource;
-use plugboard_tests::scenario::{DEADLINE, Scenario, deferred_condition};
-use plugboard_tests::wait_for;
+use plugboard_tests::scenario::{Scenario, deferred_condition};
 use serde_json::{Value, json};
 
 const OWNER_UID_LABEL: &str = "plugboard.dev/owner-uid";
-
-/// Lets ServiceAccount `default` in `ns` read, create and delete ConfigMaps.
-async fn grant_config_maps(sc: &Scenario, ns: &str) {
-    let rule = PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(vec!["configmaps".into()]),
-        verbs: vec![
-            "get".into(),
-            "create".into(),
-            "patch".into(),
-            "delete".into(),
-        ],
-        ..Default::default()
-    };
-    sc.grant(ns, "default", "deferred-config-maps", vec![rule])
-        .await;
-}
 
 fn config_map(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
 }
 
-async fn create_config_map(sc: &Scenario, ns: &str, name: &str, value: &str) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        data: Some([("owner".to_owned(), value.to_owned())].into()),
-        ..Default::default()
-    };
-    sc.api::<ConfigMap>(ns)
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-}
-
 async fn config_map_opt(sc: &Scenario, ns: &str, name: &str) -> Option<ConfigMap> {
     sc.api::<ConfigMap>(ns).get_opt(name).await.unwrap()
-}
-
-async fn wait_warning(sc: &Scenario, ns: &str, object: &str, reason: &str) -> Event {
-    let events: Api<Event> = sc.api(ns);
-    wait_for(
-        &format!("a Warning Event {reason} on {object}"),
-        DEADLINE,
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.type_.as_deref() == Some("Warning")
-                        && e.reason.as_deref() == Some(reason)
-                        && e.involved_object.name.as_deref() == Some(object)
-                })
-                .ok_or_else(|| "none yet".to_owned())
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// Checks that `cm` was created by plugboard for `dr`: owner label, ownerReference, field
@@ -107,7 +49,7 @@ async fn by_delay_the_object_appears_only_after_the_delay() {
     let mut sc = Scenario::new("dr-delay").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "deferred-config-maps").await;
     sc.deferred(
         &ns,
         "later",
@@ -168,7 +110,7 @@ async fn by_wait_for_the_object_appears_once_the_named_objects_exist() {
     let mut sc = Scenario::new("dr-wait-for").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "deferred-config-maps").await;
     sc.deferred(
         &ns,
         "after-db",
@@ -190,7 +132,8 @@ async fn by_wait_for_the_object_appears_once_the_named_objects_exist() {
             "waiting for ConfigMap {ns}/db-ready (v1) to exist before creating ConfigMap {ns}/app-config"
         )
     );
-    create_config_map(&sc, &ns, "db-ready", "test").await;
+    sc.create_config_map(&ns, "db-ready", &[("owner", "test")])
+        .await;
     sc.wait::<DeferredResource, _>(&ns, "after-db", "the wait to move on", |d| {
         d.and_then(|d| deferred_condition(d, "Ready"))
             .is_some_and(|c| c.message.contains("cache-ready"))
@@ -198,7 +141,8 @@ async fn by_wait_for_the_object_appears_once_the_named_objects_exist() {
     .await;
     assert!(config_map_opt(&sc, &ns, "app-config").await.is_none());
 
-    create_config_map(&sc, &ns, "cache-ready", "test").await;
+    sc.create_config_map(&ns, "cache-ready", &[("owner", "test")])
+        .await;
     let ready = sc
         .wait_deferred_reason(&ns, "after-db", "ResourceCreated")
         .await;
@@ -212,8 +156,9 @@ async fn deleting_it_deletes_what_it_created_and_never_a_foreign_object() {
     let mut sc = Scenario::new("dr-delete").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
-    create_config_map(&sc, &ns, "shared", "someone").await;
+    sc.grant_config_maps(&ns, "deferred-config-maps").await;
+    sc.create_config_map(&ns, "shared", &[("owner", "someone")])
+        .await;
     sc.deferred(
         &ns,
         "makes",
@@ -265,7 +210,7 @@ async fn an_empty_spec_is_reported_and_the_operator_keeps_working() {
     let mut sc = Scenario::new("dr-empty").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "deferred-config-maps").await;
     sc.deferred(&ns, "empty", json!({})).await;
 
     let invalid = sc.wait_deferred_reason(&ns, "empty", "InvalidSpec").await;
@@ -280,7 +225,7 @@ async fn an_empty_spec_is_reported_and_the_operator_keeps_working() {
         deferred_condition(&invalid, "Stalled").unwrap().status,
         "True"
     );
-    let event = wait_warning(&sc, &ns, "empty", "InvalidSpec").await;
+    let event = sc.wait_warning(&ns, "InvalidSpec", Some("empty")).await;
     assert!(
         event
             .message
@@ -337,11 +282,12 @@ async fn a_service_account_without_rbac_is_named_in_a_forbidden_condition() {
         )),
         "{message}"
     );
-    wait_warning(&sc, &ns, "denied", "ResourceForbidden").await;
+    sc.wait_warning(&ns, "ResourceForbidden", Some("denied"))
+        .await;
     assert!(config_map_opt(&sc, &ns, "nope").await.is_none());
 
     // RBAC granted later is picked up without touching the DeferredResource.
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "deferred-config-maps").await;
     sc.wait_deferred_reason(&ns, "denied", "ResourceCreated")
         .await;
     assert!(config_map_opt(&sc, &ns, "nope").await.is_some());

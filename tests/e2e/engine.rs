@@ -7,8 +7,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use plugboard::crd::{Plug, Socket};
-use plugboard_tests::scenario::{DEADLINE, Scenario, plug_condition};
-use plugboard_tests::wait_for;
+use plugboard_tests::scenario::{Scenario, plug_condition};
 use serde_json::{Value, json};
 
 /// A finalizer the tests put on a Plug to keep it after plugboard has released it.
@@ -29,18 +28,6 @@ pub(crate) fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRul
     }
 }
 
-/// Lets ServiceAccount `default` in `ns` manage ConfigMaps, as a user grants the
-/// ServiceAccount of their Plugs and Sockets.
-pub(crate) async fn grant_config_maps(sc: &Scenario, ns: &str) {
-    sc.grant(
-        ns,
-        "default",
-        "plugboard-configmaps",
-        vec![rule("", &["configmaps"], READ_WRITE)],
-    )
-    .await;
-}
-
 /// The message of a Plug's Ready condition.
 pub(crate) fn ready_message(plug: &Plug) -> String {
     plug_condition(plug, "Ready")
@@ -48,58 +35,9 @@ pub(crate) fn ready_message(plug: &Plug) -> String {
         .unwrap_or_default()
 }
 
-/// The Warning Events with `reason` in `ns`.
-pub(crate) async fn warning_events(sc: &Scenario, ns: &str, reason: &str) -> Vec<Event> {
-    sc.api::<Event>(ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
-        .collect()
-}
-
-/// Waits for a Warning Event with `reason` about an object of `kind` in `ns`.
-pub(crate) async fn wait_warning(sc: &Scenario, ns: &str, kind: &str, reason: &str) -> Event {
-    wait_for(
-        &format!("a Warning Event {reason} about a {kind}"),
-        DEADLINE,
-        || async {
-            warning_events(sc, ns, reason)
-                .await
-                .into_iter()
-                .find(|e| e.involved_object.kind.as_deref() == Some(kind))
-                .ok_or_else(|| "none yet".to_owned())
-        },
-    )
-    .await
-    .unwrap()
-}
-
 /// A ConfigMap manifest with `data`.
 pub(crate) fn config_map(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
-}
-
-/// Creates a ConfigMap directly, as a user would (not through plugboard).
-pub(crate) async fn create_config_map(sc: &Scenario, ns: &str, name: &str, data: &[(&str, &str)]) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    sc.api::<ConfigMap>(ns)
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap_or_else(|e| panic!("failed to create ConfigMap {name}: {e}"));
 }
 
 /// Waits until ConfigMap `ns/name` exists and returns it.
@@ -218,7 +156,7 @@ async fn coupled_resources_land_in_each_owners_namespace_applied_by_plugboard() 
     let ns = sc.ns.name().to_owned();
     let other = sc.namespace("engine-land-plugs").await;
     let other = other.name().to_owned();
-    grant_config_maps(&sc, &other).await;
+    sc.grant_config_maps(&other, "plugboard-configmaps").await;
     sc.grant(
         &ns,
         "default",
@@ -325,7 +263,7 @@ async fn updated_only_resources_wait_for_an_update_and_recreate_replaces_the_obj
     let mut sc = Scenario::new("engine-when").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     sc.socket(&ns, "db", json!({})).await;
     sc.plug(
         &ns,
@@ -381,7 +319,7 @@ async fn blank_string_template_applies_nothing_and_every_document_is_applied() {
     let mut sc = Scenario::new("engine-docs").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     sc.socket(&ns, "db", json!({})).await;
     let conditional = "{% if plugConfig.enabled == \"yes\" %}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conditional\n{% endif %}\n";
     let documents = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: doc-a\ndata:\n  db: \"{{ plugConfig.database }}\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: doc-b\n---\n# the last one\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: doc-c\n";
@@ -429,7 +367,7 @@ async fn resource_naming_another_namespace_is_refused() {
     let ns = sc.ns.name().to_owned();
     let other = sc.namespace("engine-xns-target").await;
     let other = other.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     sc.socket(&ns, "db", json!({})).await;
     let mut escaping = config_map("escaping", json!({"k": "v"}));
     escaping["metadata"]["namespace"] = json!(other);
@@ -445,7 +383,7 @@ async fn resource_naming_another_namespace_is_refused() {
     assert!(message.contains(&format!("must be {ns}")), "{message}");
     assert!(message.contains(&other), "{message}");
     assert_eq!(plug_condition(&refused, "Ready").unwrap().status, "False");
-    wait_warning(&sc, &ns, "Plug", "ResourceInvalid").await;
+    sc.wait_warning(&ns, "ResourceInvalid", Some("Plug")).await;
     assert!(
         sc.api::<ConfigMap>(&other)
             .get_opt("escaping")
@@ -467,9 +405,10 @@ async fn decouple_deletes_what_was_applied_except_retained_and_never_touches_oth
     let mut sc = Scenario::new("engine-decouple").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     // Someone else's object with the name of a Plug resource.
-    create_config_map(&sc, &ns, "foreign", &[("owner", "someone else")]).await;
+    sc.create_config_map(&ns, "foreign", &[("owner", "someone else")])
+        .await;
     sc.socket(
         &ns,
         "db",
@@ -540,7 +479,7 @@ async fn decouple_deletes_what_was_applied_except_retained_and_never_touches_oth
     }
     let foreign = sc.api::<ConfigMap>(&ns).get("foreign").await.unwrap();
     assert_eq!(data(&foreign, "owner"), "someone else");
-    let warning = wait_warning(&sc, &ns, "Plug", "ResourceNotOwned").await;
+    let warning = sc.wait_warning(&ns, "ResourceNotOwned", Some("Plug")).await;
     assert!(
         warning.message.unwrap_or_default().contains("foreign"),
         "the Warning names the object"
@@ -559,7 +498,7 @@ async fn switching_socket_deletes_the_old_couplings_objects_but_keeps_retained_o
     let mut sc = Scenario::new("engine-switch").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     sc.socket(&ns, "a", json!({})).await;
     sc.socket(&ns, "b", json!({})).await;
     sc.plug(
@@ -667,7 +606,7 @@ async fn service_account_permissions_bound_sources_and_resources() {
             .is_none()
     );
 
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     let plug = sc.wait_plug_ready(&ns, "app").await;
     let env = wait_config_map(&sc, &ns, "app-env").await;
     assert_eq!(data(&env, "user"), "orders");

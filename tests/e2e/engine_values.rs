@@ -10,8 +10,7 @@ use plugboard_tests::scenario::{Scenario, plug_condition, socket_condition};
 use serde_json::json;
 
 use crate::engine::{
-    READ_WRITE, config_map, create_config_map, data, grant_config_maps, ready_message, rule,
-    secret_value, wait_config_map, wait_warning,
+    READ_WRITE, config_map, data, ready_message, rule, secret_value, wait_config_map,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +28,8 @@ async fn vars_read_config_map_and_deployment_fields_and_wait_for_missing_targets
         ],
     )
     .await;
-    create_config_map(&sc, &ns, "db-endpoint", &[("host", "db.internal")]).await;
+    sc.create_config_map(&ns, "db-endpoint", &[("host", "db.internal")])
+        .await;
     let deployment: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -90,7 +90,8 @@ async fn vars_read_config_map_and_deployment_fields_and_wait_for_missing_targets
     assert_eq!(plug_condition(&pending, "Ready").unwrap().status, "False");
     assert!(pending.status.unwrap().coupled_socket.is_none());
 
-    create_config_map(&sc, &ns, "late", &[("value", "arrived")]).await;
+    sc.create_config_map(&ns, "late", &[("value", "arrived")])
+        .await;
     sc.wait_plug_ready(&ns, "app").await;
     let out = wait_config_map(&sc, &ns, "vars-out").await;
     assert_eq!(data(&out, "host"), "db.internal");
@@ -252,7 +253,7 @@ async fn template_error_names_the_field_line_and_variable() {
     assert!(message.contains("no_such_thing"), "{message}");
     assert_eq!(plug_condition(&invalid, "Ready").unwrap().status, "False");
     assert!(invalid.status.unwrap().coupled_socket.is_none());
-    let event = wait_warning(&sc, &ns, "Plug", "TemplateInvalid").await;
+    let event = sc.wait_warning(&ns, "TemplateInvalid", Some("Plug")).await;
     assert!(
         event
             .message
@@ -279,7 +280,7 @@ async fn socket_violating_its_own_interface_is_not_ready_and_its_plugs_say_why()
     let condition = socket_condition(&socket, "Ready").unwrap();
     assert_eq!(condition.status, "False");
     assert!(condition.message.contains("host"), "{}", condition.message);
-    wait_warning(&sc, &ns, "Socket", "ConfigInvalid").await;
+    sc.wait_warning(&ns, "ConfigInvalid", Some("Socket")).await;
 
     sc.plug(&ns, "app", json!({"socket": {"name": "db"}})).await;
     let waiting = sc.wait_plug_reason(&ns, "app", "SocketNotReady").await;
@@ -300,7 +301,7 @@ async fn apply_at_update_changes_the_object_in_place() {
     let mut sc = Scenario::new("engine-reapply").await;
     sc.start().await;
     let ns = sc.ns.name().to_owned();
-    grant_config_maps(&sc, &ns).await;
+    sc.grant_config_maps(&ns, "plugboard-configmaps").await;
     sc.socket(&ns, "db", json!({"config": {"host": "db"}}))
         .await;
     sc.plug(

@@ -1,16 +1,12 @@
 //! Impersonation opt-in: plugboard acts as a ServiceAccount only once it carries the label
 //! `plugboard.dev/impersonation=allowed`, and stops at the next reconcile when it no longer does.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::Api;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use plugboard::crd::Plug;
 use plugboard_tests::recorder::Recorder;
-use plugboard_tests::scenario::{
-    DEADLINE, Scenario, deferred_condition, plug_condition, socket_condition,
-};
-use plugboard_tests::wait_for;
+use plugboard_tests::scenario::{Scenario, deferred_condition, plug_condition, socket_condition};
 use serde_json::{Value, json};
 
 fn endpoint(rec: &Recorder, prefix: &str) -> Value {
@@ -82,30 +78,6 @@ async fn config_map_value(sc: &Scenario, ns: &str, name: &str, key: &str) -> Opt
         .and_then(|d| d.get(key).cloned())
 }
 
-async fn wait_warning(sc: &Scenario, ns: &str, object: &str, reason: &str) -> Event {
-    let events: Api<Event> = sc.api(ns);
-    wait_for(
-        &format!("a Warning Event {reason} on {object}"),
-        DEADLINE,
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.type_.as_deref() == Some("Warning")
-                        && e.reason.as_deref() == Some(reason)
-                        && e.involved_object.name.as_deref() == Some(object)
-                })
-                .ok_or_else(|| "none yet".to_owned())
-        },
-    )
-    .await
-    .unwrap()
-}
-
 /// A Plug acting as ServiceAccount `builder`: config from ConfigMap `settings`, and a
 /// ConfigMap `app-env` made from it when coupled.
 fn plug_spec(rec: &Recorder) -> Value {
@@ -153,7 +125,9 @@ async fn a_plug_acts_as_its_service_account_only_once_it_has_opted_in() {
         "{}",
         ready.message
     );
-    let event = wait_warning(&sc, &ns, "app", "ServiceAccountNotAllowed").await;
+    let event = sc
+        .wait_warning(&ns, "ServiceAccountNotAllowed", Some("app"))
+        .await;
     assert!(event.message.unwrap_or_default().contains("builder"));
     // Nothing ran for the Plug: no hook (not even `created`), no source read into a config, no
     // object written.
@@ -301,7 +275,8 @@ async fn sockets_and_deferred_resources_need_the_opt_in_too() {
         message.contains(&format!("ServiceAccount {ns}/keeper has not opted in")),
         "{message}"
     );
-    wait_warning(&sc, &ns, "db", "ServiceAccountNotAllowed").await;
+    sc.wait_warning(&ns, "ServiceAccountNotAllowed", Some("db"))
+        .await;
     let dr = sc
         .wait_deferred_reason(&ns, "later", "ServiceAccountNotAllowed")
         .await;
@@ -310,7 +285,8 @@ async fn sockets_and_deferred_resources_need_the_opt_in_too() {
         message.contains("plugboard.dev/impersonation=allowed"),
         "{message}"
     );
-    wait_warning(&sc, &ns, "later", "ServiceAccountNotAllowed").await;
+    sc.wait_warning(&ns, "ServiceAccountNotAllowed", Some("later"))
+        .await;
     assert!(paths_under(&rec, "/socket").is_empty(), "{:?}", rec.calls());
     assert_eq!(config_map_value(&sc, &ns, "db-made", "k").await, None);
     assert_eq!(config_map_value(&sc, &ns, "deferred-made", "k").await, None);

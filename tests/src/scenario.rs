@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use plugboard::controller::{IMPERSONATION_ALLOWED, IMPERSONATION_LABEL, Operator, Options};
 use plugboard::crd::{DeferredResource, Plug, Socket};
@@ -452,6 +452,82 @@ impl Scenario {
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Scenario {
+    /// The Warning Events with `reason` in `ns`.
+    pub async fn warning_events(&self, ns: &str, reason: &str) -> Vec<Event> {
+        self.api::<Event>(ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("failed to list Events in {ns}: {e}"))
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
+            })
+            .collect()
+    }
+
+    /// Waits for a Warning Event with `reason` in `ns` about an object whose kind or name is
+    /// `about` (any object when `None`), and returns it.
+    pub async fn wait_warning(&self, ns: &str, reason: &str, about: Option<&str>) -> Event {
+        let what = match about {
+            Some(about) => format!("a Warning Event {reason} about {about}"),
+            None => format!("a Warning Event {reason}"),
+        };
+        wait_for(&what, DEADLINE, || async {
+            self.warning_events(ns, reason)
+                .await
+                .into_iter()
+                .find(|e| {
+                    about.is_none_or(|about| {
+                        e.involved_object.kind.as_deref() == Some(about)
+                            || e.involved_object.name.as_deref() == Some(about)
+                    })
+                })
+                .ok_or_else(|| "none yet".to_owned())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates ConfigMap `name` with `data` directly, as a user would (not through plugboard).
+    pub async fn create_config_map(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.api::<ConfigMap>(ns)
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create ConfigMap {ns}/{name}: {e}"));
+    }
+
+    /// Lets ServiceAccount `default` in `ns` get, create, patch and delete ConfigMaps, through
+    /// a Role and RoleBinding named `name`.
+    pub async fn grant_config_maps(&self, ns: &str, name: &str) {
+        let rule = PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            verbs: vec![
+                "get".into(),
+                "create".into(),
+                "patch".into(),
+                "delete".into(),
+            ],
+            ..Default::default()
+        };
+        self.grant(ns, "default", name, vec![rule]).await;
     }
 }
 

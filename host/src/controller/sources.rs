@@ -280,63 +280,56 @@ fn needs_data(spec: &SideSpec) -> bool {
     spec.apparatus.is_some() || !spec.config_template.is_empty() || !spec.result_template.is_empty()
 }
 
-/// A side's config from its sources, later winning: Secret `configSecretName`, `config`,
-/// rendered `configTemplate`, ConfigMap `configConfigMapName`, the apparatus `config` reply.
+/// A side's config or result from its sources, later winning: the Secret
+/// (`configSecretName` / `resultSecretName`), the inline map, the rendered templates, the
+/// ConfigMap (`configConfigMapName` / `resultConfigMapName`), and for config the apparatus
+/// `config` reply.
+async fn merged(
+    ctx: &Context,
+    owner: Owner<'_>,
+    kind: ValuesKind,
+    templates: Option<Values>,
+    apparatus: Option<Values>,
+) -> Result<Values, Error> {
+    let spec = owner.spec;
+    let (secret, inline, config_map, fields) = match kind {
+        ValuesKind::Config => (
+            &spec.config_secret_name,
+            &spec.config,
+            &spec.config_config_map_name,
+            ["spec.configSecretName", "spec.configConfigMapName"],
+        ),
+        ValuesKind::Result => (
+            &spec.result_secret_name,
+            &spec.result,
+            &spec.result_config_map_name,
+            ["spec.resultSecretName", "spec.resultConfigMapName"],
+        ),
+    };
+    Ok(config::merge(Sources {
+        secret: optional_secret(ctx, owner, secret.as_ref(), fields[0]).await?,
+        inline: inline.clone(),
+        templates,
+        config_map: optional_config_map(ctx, owner, config_map.as_ref(), fields[1]).await?,
+        apparatus,
+    }))
+}
+
 async fn merged_config(
     ctx: &Context,
     owner: Owner<'_>,
     templates: Option<Values>,
     apparatus: Option<Values>,
 ) -> Result<Values, Error> {
-    let spec = owner.spec;
-    Ok(config::merge(Sources {
-        secret: optional_secret(
-            ctx,
-            owner,
-            spec.config_secret_name.as_ref(),
-            "spec.configSecretName",
-        )
-        .await?,
-        inline: spec.config.clone(),
-        templates,
-        config_map: optional_config_map(
-            ctx,
-            owner,
-            spec.config_config_map_name.as_ref(),
-            "spec.configConfigMapName",
-        )
-        .await?,
-        apparatus,
-    }))
+    merged(ctx, owner, ValuesKind::Config, templates, apparatus).await
 }
 
-/// A side's result from its sources, later winning: Secret `resultSecretName`, `result`,
-/// rendered `resultTemplate`, ConfigMap `resultConfigMapName`.
 async fn merged_result(
     ctx: &Context,
     owner: Owner<'_>,
     templates: Option<Values>,
 ) -> Result<Values, Error> {
-    let spec = owner.spec;
-    Ok(config::merge(Sources {
-        secret: optional_secret(
-            ctx,
-            owner,
-            spec.result_secret_name.as_ref(),
-            "spec.resultSecretName",
-        )
-        .await?,
-        inline: spec.result.clone(),
-        templates,
-        config_map: optional_config_map(
-            ctx,
-            owner,
-            spec.result_config_map_name.as_ref(),
-            "spec.resultConfigMapName",
-        )
-        .await?,
-        apparatus: None,
-    }))
+    merged(ctx, owner, ValuesKind::Result, templates, None).await
 }
 
 /// The template context every template of a coupling starts from.
