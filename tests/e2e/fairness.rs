@@ -154,4 +154,8 @@ async fn a_plug_the_operator_cannot_read_does_not_stop_the_others() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    // Leave no unreadable Plug behind for other tests' cluster-wide reads.
+    raw.delete("unreadable", &Default::default())
+        .await
+        .expect("the unreadable Plug is deleted");
 }
