@@ -129,6 +129,9 @@ pub(crate) async fn attempt(
     reconcile: impl Future<Output = Result<Action, Error>>,
 ) -> Result<Action, Error> {
     let deadline = ctx.options.reconcile_deadline;
+    // On the heap: a reconcile's future is large, and wrapping it must not make it larger on
+    // the stack of the worker that polls it.
+    let reconcile = Box::pin(reconcile);
     let state = Attempt {
         key: key.clone(),
         failed: Cell::new(false),

@@ -28,7 +28,7 @@ pub(crate) fn watch<K>(
     config: watcher::Config,
     recorder: Recorder,
     placeholder: fn(ObjectMeta) -> Option<K>,
-) -> impl Stream<Item = Result<WatchEvent<K>, watcher::Error>> + Send + 'static
+) -> futures::stream::BoxStream<'static, Result<WatchEvent<K>, watcher::Error>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
@@ -44,11 +44,14 @@ where
                 };
                 let (valid, invalid) = split(event, placeholder);
                 if let Some(invalid) = invalid {
-                    report::<K>(&recorder, invalid).await;
+                    // Boxed: the stream keeps this future inline between polls.
+                    Box::pin(report::<K>(&recorder, invalid)).await;
                 }
                 valid.map(Ok)
             }
         })
+        // On the heap as well: the controllers hold their trigger streams inline.
+        .boxed()
 }
 
 /// The event with only valid objects, and the invalid object it held, if any.

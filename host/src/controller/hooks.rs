@@ -62,18 +62,12 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
     // One of the Socket's call slots, held for the call only (see `fairness`).
     let _slot = match &apparatus {
         Some(_) => Some(
-            ctx.hook_slots
-                .acquire(
-                    &super::fairness::socket_of(
-                        owner.side,
-                        owner.namespace,
-                        owner.name,
-                        inputs.socket,
-                    ),
-                    ctx.options.hook_calls_per_socket,
-                    ctx.options.hook_slot_wait,
-                )
-                .await?,
+            Box::pin(ctx.hook_slots.acquire(
+                &super::fairness::socket_of(owner.side, owner.namespace, owner.name, inputs.socket),
+                ctx.options.hook_calls_per_socket,
+                ctx.options.hook_slot_wait,
+            ))
+            .await?,
         ),
         None => None,
     };

@@ -722,7 +722,11 @@ pub async fn run(
         .run(
             |plug, ctx| {
                 let key = object_key("Plug", &*plug);
-                fairness::attempt(key, ctx.clone(), plug::reconcile(plug, ctx))
+                Box::pin(fairness::attempt(
+                    key,
+                    ctx.clone(),
+                    plug::reconcile(plug, ctx),
+                ))
             },
             plug::error_policy,
             ctx.clone(),
@@ -737,7 +741,11 @@ pub async fn run(
         .run(
             |socket, ctx| {
                 let key = object_key("Socket", &*socket);
-                fairness::attempt(key, ctx.clone(), socket::reconcile(socket, ctx))
+                Box::pin(fairness::attempt(
+                    key,
+                    ctx.clone(),
+                    socket::reconcile(socket, ctx),
+                ))
             },
             socket::error_policy,
             ctx.clone(),
@@ -780,7 +788,11 @@ pub async fn run(
         .run(
             |deferred, ctx| {
                 let key = object_key("DeferredResource", &*deferred);
-                fairness::attempt(key, ctx.clone(), deferred::reconcile(deferred, ctx))
+                Box::pin(fairness::attempt(
+                    key,
+                    ctx.clone(),
+                    deferred::reconcile(deferred, ctx),
+                ))
             },
             deferred::error_policy,
             ctx,

@@ -411,18 +411,17 @@ pub(crate) async fn configs(
         // One of the Socket's call slots, held for the call only (see `fairness`).
         let _slot = match &endpoint {
             Some(_) => Some(
-                ctx.hook_slots
-                    .acquire(
-                        &super::fairness::socket_of(
-                            owner.side,
-                            owner.namespace,
-                            owner.name,
-                            Some(parties.socket_json),
-                        ),
-                        ctx.options.hook_calls_per_socket,
-                        ctx.options.hook_slot_wait,
-                    )
-                    .await?,
+                Box::pin(ctx.hook_slots.acquire(
+                    &super::fairness::socket_of(
+                        owner.side,
+                        owner.namespace,
+                        owner.name,
+                        Some(parties.socket_json),
+                    ),
+                    ctx.options.hook_calls_per_socket,
+                    ctx.options.hook_slot_wait,
+                ))
+                .await?,
             ),
             None => None,
         };
