@@ -9,7 +9,7 @@
 //! other object keeps reconciling. (A later valid version is picked up as usual; its deletion
 //! is passed on as a deletion.)
 
-use futures::{Stream, StreamExt as _};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DeserializeGuard;
