@@ -16,3 +16,6 @@ pub mod engine;
 pub mod metrics;
 pub mod oci;
 pub mod wasm;
+
+#[cfg(test)]
+mod proptests;

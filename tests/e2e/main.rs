@@ -18,4 +18,5 @@ mod optin;
 mod plan;
 mod pods;
 mod rbac;
+mod teardown;
 mod wasm;

@@ -55,6 +55,9 @@ pub enum Reply {
     Status(u16),
     /// Accept the request and never answer, until the recorder is dropped.
     Hang,
+    /// Accept the request and answer 200 with `{}` once [`Recorder::open_gate`] is called
+    /// (at once when it was called before): a hook held in flight for as long as a test needs.
+    Gate,
     /// Status 302 with this `Location`: a redirect, which plugboard must not follow.
     Redirect(String),
     /// Status 200 with `{"<key>": n}`, where `n` counts the requests answered this way (1, 2,
@@ -69,6 +72,7 @@ pub struct Recorder {
     addr: SocketAddr,
     url: String,
     state: Arc<Mutex<State>>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
     _server: Arc<ServerGuard>,
 }
 
@@ -121,11 +125,13 @@ impl Recorder {
             Err(e) => panic!("recorder: failed to read the bound address: {e}"),
         };
         let state = Arc::new(Mutex::new(State::default()));
-        let task = tokio::spawn(serve(listener, state.clone()));
+        let gate = Arc::new(tokio::sync::watch::Sender::new(false));
+        let task = tokio::spawn(serve(listener, state.clone(), gate.clone()));
         Recorder {
             addr,
             url: format!("http://{addr}"),
             state,
+            gate,
             _server: Arc::new(ServerGuard(task.abort_handle())),
         }
     }
@@ -163,6 +169,11 @@ impl Recorder {
             .push((path_suffix.to_owned(), reply));
     }
 
+    /// Answers every request held by [`Reply::Gate`], and from now on answers them at once.
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
     /// Forgets the recorded calls. Replies stay configured.
     pub fn clear(&self) {
         lock(&self.state).calls.clear();
@@ -171,19 +182,27 @@ impl Recorder {
 
 /// Accepts connections until aborted; aborting drops the `JoinSet`, which aborts every
 /// connection task too (including hanging ones).
-async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<Mutex<State>>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         while connections.try_join_next().is_some() {}
-        connections.spawn(connection(stream, state.clone()));
+        connections.spawn(connection(stream, state.clone(), gate.subscribe()));
     }
 }
 
-async fn connection(stream: TcpStream, state: Arc<Mutex<State>>) {
-    let service = service_fn(move |request| handle(request, state.clone()));
+async fn connection(
+    stream: TcpStream,
+    state: Arc<Mutex<State>>,
+    gate: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = service_fn(move |request| handle(request, state.clone(), gate.clone()));
     // A client that goes away mid-request is not the recorder's problem.
     let _ = http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
@@ -193,6 +212,7 @@ async fn connection(stream: TcpStream, state: Arc<Mutex<State>>) {
 async fn handle(
     request: Request<Incoming>,
     state: Arc<Mutex<State>>,
+    mut gate: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let received = Instant::now();
     let path = request.uri().path().to_owned();
@@ -240,6 +260,16 @@ async fn handle(
             other => other,
         }
     };
+    let reply = match reply {
+        Some(Reply::Gate) => {
+            // The sender lives as long as the server: an error means it is stopping.
+            if gate.wait_for(|open| *open).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            None
+        }
+        other => other,
+    };
     let response = match reply.unwrap_or_else(|| Reply::Json(Value::Object(Default::default()))) {
         Reply::Json(value) => {
             let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
@@ -266,6 +296,8 @@ async fn handle(
             response
         }
         Reply::Hang => std::future::pending().await,
+        // Resolved to the default answer above, once the gate opened.
+        Reply::Gate => Response::new(Full::new(Bytes::new())),
         // Resolved to `Json` above, under the lock.
         Reply::Counter(_) => Response::new(Full::new(Bytes::new())),
     };
@@ -351,6 +383,42 @@ mod tests {
         recorder.reply("/count", Reply::Counter("n".into()));
         assert_eq!(post(&url, "/count", "").await, Ok((200, json!({"n": 1}))));
         assert_eq!(post(&url, "/count", "").await, Ok((200, json!({"n": 2}))));
+    }
+
+    #[tokio::test]
+    async fn gate_holds_requests_until_opened() {
+        let recorder = Recorder::start().await;
+        let url = recorder.url();
+        recorder.reply("/coupled", Reply::Gate);
+
+        let held = tokio::spawn({
+            let url = url.clone();
+            async move { post(&url, "/coupled", "{}").await }
+        });
+        crate::wait_for("the held call to arrive", Duration::from_secs(10), || {
+            let seen = recorder.calls().len();
+            async move {
+                if seen == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{seen} calls"))
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!held.is_finished(), "answered before the gate opened");
+        // Other paths are not held.
+        assert_eq!(post(&url, "/created", "{}").await, Ok((200, json!({}))));
+
+        recorder.open_gate();
+        let answer = tokio::time::timeout(Duration::from_secs(30), held)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer, Ok((200, json!({}))));
+        // Once open, the gate answers at once.
+        assert_eq!(post(&url, "/coupled", "{}").await, Ok((200, json!({}))));
     }
 
     #[tokio::test]

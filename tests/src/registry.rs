@@ -91,7 +91,15 @@ pub struct Registry {
     dir: PathBuf,
     log: PathBuf,
     credentials: Option<(String, String)>,
+    config_path: PathBuf,
+    /// The access logs of servers stopped by [`Registry::stop_server`].
+    earlier_logs: String,
+    /// Restarts so far (names the log files of later servers).
+    restarts: u32,
     server: Supervised,
+    /// Holds the directory: its supervisor deletes it when this process or the `Registry`
+    /// goes, not when the server stops, so the server can be restarted with its storage.
+    cleanup: Supervised,
 }
 
 impl Registry {
@@ -170,26 +178,51 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(RegistryError::io("write", &config_path))?;
         let log = dir.path().join("registry.log");
-        let server = Supervised::spawn(
-            "docker-registry",
-            Path::new(REGISTRY_BINARY),
-            [Path::new("serve").as_os_str(), config_path.as_os_str()],
-            log.clone(),
+        let cleanup = Supervised::spawn(
+            "cleanup",
+            Path::new("sleep"),
+            ["infinity"],
+            dir.path().join("cleanup.log"),
             Some(dir.path()),
         )
         .map_err(|e| RegistryError::Start {
             problem: e.to_string(),
             log_tail: String::new(),
         })?;
-        // From here on the supervisor deletes the directory when the server stops.
+        // From here on that supervisor deletes the directory when it stops.
         let dir = dir.keep();
+        let server = spawn_server(&config_path, &log)?;
         Ok(Registry {
             host,
             dir,
             log,
             credentials,
+            config_path,
+            earlier_logs: String::new(),
+            restarts: 0,
             server,
+            cleanup,
         })
+    }
+
+    /// Stops the server, keeping its storage: pulls and pushes fail until
+    /// [`Registry::start_server`] (a registry outage).
+    pub fn stop_server(&mut self) {
+        self.server.stop();
+        let last = std::fs::read_to_string(&self.log).unwrap_or_default();
+        self.earlier_logs.push_str(&last);
+    }
+
+    /// Starts the server again after [`Registry::stop_server`], on the same port with the same
+    /// storage and credentials, and waits until it answers.
+    pub async fn start_server(&mut self) -> Result<(), RegistryError> {
+        if self.server.exited().is_none() {
+            return Ok(());
+        }
+        self.restarts += 1;
+        self.log = self.dir.join(format!("registry.{}.log", self.restarts));
+        self.server = spawn_server(&self.config_path, &self.log)?;
+        self.wait_ready().await
     }
 
     /// Waits until `GET /v2/` answers (200, or 401 with authentication on).
@@ -277,9 +310,10 @@ impl Registry {
             .join("data")
     }
 
-    /// The server's log (access log and warnings) so far.
+    /// The server's log (access log and warnings) so far, across restarts.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let current = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("{}{current}", self.earlier_logs)
     }
 
     /// How many requests the access log shows whose request line contains `needle` (for
@@ -294,6 +328,7 @@ impl Registry {
     /// Stops the server (and deletes its directory) now; dropping does the same.
     pub fn stop(&mut self) {
         self.server.stop();
+        self.cleanup.stop();
     }
 }
 
@@ -301,6 +336,21 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts the registry server with `config_path`, its output in `log`.
+fn spawn_server(config_path: &Path, log: &Path) -> Result<Supervised, RegistryError> {
+    Supervised::spawn(
+        "docker-registry",
+        Path::new(REGISTRY_BINARY),
+        [Path::new("serve").as_os_str(), config_path.as_os_str()],
+        log.to_owned(),
+        None,
+    )
+    .map_err(|e| RegistryError::Start {
+        problem: e.to_string(),
+        log_tail: String::new(),
+    })
 }
 
 /// A port that was free a moment ago.

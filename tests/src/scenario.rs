@@ -161,7 +161,10 @@ impl Scenario {
         self.operator = Some(Operator::spawn(client, config, self.options.clone()));
     }
 
-    async fn operator_config(&self) -> kube::Config {
+    /// The operator's client configuration: ServiceAccount `plugboard-operator` in the test's
+    /// namespace, bound to the chart's ClusterRole rules, once that grant is in force. For
+    /// running the operator as a separate process (see the `faults` tests).
+    pub async fn operator_config(&self) -> kube::Config {
         let mut rules: Vec<PolicyRule> = serde_saphyr::from_str(CHART_RULES)
             .unwrap_or_else(|e| panic!("the chart's ClusterRole rules do not parse: {e}"));
         if self.options.pods.via_api_server {

@@ -569,19 +569,7 @@ impl HttpApparatus {
                 source,
             })?;
             let answer = self.post(endpoint, &url, &shown, "config", body).await?;
-            let value: Value = serde_json::from_slice(&answer).map_err(|source| {
-                HttpApparatusError::InvalidJson {
-                    url: shown.clone(),
-                    source,
-                }
-            })?;
-            let Value::Object(map) = value else {
-                return Err(HttpApparatusError::NotAnObject { url: shown.clone() });
-            };
-            let values: Values = map
-                .iter()
-                .map(|(k, v)| (k.clone(), go_value_string(v)))
-                .collect();
+            let values = config_reply(&shown, &answer)?;
             tracing::debug!(keys = values.len(), "apparatus returned config");
             Ok(values)
         }
@@ -893,6 +881,27 @@ fn backoff(options: &HttpOptions, retry: u32) -> Duration {
 }
 
 /// rustls with the ring provider and the platform's roots (falling back to no roots).
+/// Converts the body of a `config` answer from the endpoint `shown` (redacted) into values:
+/// a JSON object whose values become strings the way the original's Go templates print them.
+/// Any other body (not JSON, nested beyond serde_json's depth limit, not an object) is an
+/// error naming the endpoint.
+pub(crate) fn config_reply(shown: &str, answer: &[u8]) -> Result<Values, HttpApparatusError> {
+    let value: Value =
+        serde_json::from_slice(answer).map_err(|source| HttpApparatusError::InvalidJson {
+            url: shown.to_owned(),
+            source,
+        })?;
+    let Value::Object(map) = value else {
+        return Err(HttpApparatusError::NotAnObject {
+            url: shown.to_owned(),
+        });
+    };
+    Ok(map
+        .iter()
+        .map(|(k, v)| (k.clone(), go_value_string(v)))
+        .collect())
+}
+
 pub(crate) fn tls_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = match rustls::ClientConfig::builder_with_provider(provider.clone())

@@ -578,10 +578,12 @@ pub async fn run(
             .into_iter()
             .filter(|p| {
                 socket_key(p) == key
-                    || p.status
-                        .as_ref()
-                        .and_then(|s| s.coupled_socket.as_ref())
-                        .is_some_and(|c| c.uid == uid)
+                    || p.status.as_ref().is_some_and(|s| {
+                        [s.coupled_socket.as_ref(), s.coupling_socket.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c.uid == uid)
+                    })
             })
             .map(|p| ObjectRef::from(&*p))
             .collect::<Vec<_>>()
@@ -888,6 +890,8 @@ impl SocketFingerprint {
 struct PlugFingerprint {
     named: ObjectRef<Socket>,
     coupled: Option<(ObjectRef<Socket>, String)>,
+    /// The Socket whose `coupled` hooks are running: its deletion waits for them.
+    coupling: Option<(ObjectRef<Socket>, String)>,
     deleting: bool,
 }
 
@@ -900,16 +904,21 @@ impl PlugFingerprint {
                 .as_ref()
                 .and_then(|s| s.coupled_socket.as_ref())
                 .map(|c| (ObjectRef::new(&c.name).within(&c.namespace), c.uid.clone())),
+            coupling: plug
+                .status
+                .as_ref()
+                .and_then(|s| s.coupling_socket.as_ref())
+                .map(|c| (ObjectRef::new(&c.name).within(&c.namespace), c.uid.clone())),
             deleting: plug.metadata.deletion_timestamp.is_some(),
         }
     }
 
     fn sockets(&self) -> Vec<ObjectRef<Socket>> {
         let mut keys = vec![self.named.clone()];
-        if let Some((key, _)) = &self.coupled
-            && key != &self.named
-        {
-            keys.push(key.clone());
+        for (key, _) in [&self.coupled, &self.coupling].into_iter().flatten() {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
         }
         keys
     }

@@ -405,7 +405,10 @@ async fn couple(
     // A coupling that holds stays as it is (undoing it would mean acting as that
     // ServiceAccount); status says why until the opt-in is back or the Plug goes.
     plug_owner.require_opt_in(ctx).await?;
-    status.apparatus = plug_owner.apparatus_status(ctx).await?;
+    // A registry that cannot be reached keeps the digest recorded before (see `wasm`): a
+    // healthy coupling stays Ready, and the note is shown only when hooks run.
+    let (apparatus, stale) = plug_owner.apparatus_status(ctx).await?;
+    status.apparatus = apparatus;
     let plug_json = to_json("the Plug", plug)?;
 
     // Load: the Socket and whether it admits this Plug.
@@ -423,7 +426,13 @@ async fn couple(
     // Plan: what comes before configs.
     let before = lifecycle::before_configs(&Observed {
         created: status.created,
-        coupled_to: status.coupled_socket.as_ref().map(|c| c.uid.clone()),
+        // A coupling whose `coupled` hooks were cut short (the operator stopped) counts as
+        // coupled when it must be undone: they may have done part of their work.
+        coupled_to: status
+            .coupled_socket
+            .as_ref()
+            .or(status.coupling_socket.as_ref())
+            .map(|c| c.uid.clone()),
         socket: state,
     });
 
@@ -463,7 +472,10 @@ async fn couple(
     // Decouple from a Socket this Plug should no longer be coupled to: the reference changed,
     // the Socket went away or was re-created, or its policy no longer admits the Plug.
     if before.decouple
-        && let Some(coupled) = status.coupled_socket.clone()
+        && let Some(coupled) = status
+            .coupled_socket
+            .clone()
+            .or_else(|| status.coupling_socket.clone())
     {
         let old = super::fresh::<Socket>(ctx, &coupled.namespace, &coupled.name)
             .await?
@@ -553,6 +565,15 @@ async fn couple(
                 format!("coupled to Socket {key_text}; computing results"),
             ),
         };
+        let message = match &stale {
+            Some(note) => format!("{message} (the image could not be resolved: {note})"),
+            None => message,
+        };
+        if point == LifecyclePoint::Coupled
+            && let Some(wait) = record_intent(ctx, writer, status, &socket, &key_text).await?
+        {
+            return Ok(wait);
+        }
         let inputs = HookInputs {
             plug: Some(&plug_json),
             socket: Some(&socket_json),
@@ -561,14 +582,21 @@ async fn couple(
         };
         for side in lifecycle::hook_sides(point) {
             let renderer = coupling_renderer(ctx, parties, &computed, *side, seed.as_ref());
-            match side {
-                Side::Plug => hooks::run(ctx, plug_owner, plug, point, inputs, &renderer).await?,
+            let ran = match side {
+                Side::Plug => hooks::run(ctx, plug_owner, plug, point, inputs, &renderer).await,
                 Side::Socket => {
-                    hooks::run(ctx, socket_owner, &*socket, point, inputs, &renderer).await?;
+                    hooks::run(ctx, socket_owner, &*socket, point, inputs, &renderer).await
                 }
+            };
+            if let Err(error) = ran {
+                // A coupling whose hooks failed does not hold the Socket; a retry records
+                // the intent again.
+                status.coupling_socket = None;
+                return Err(error);
             }
         }
         hooks_ran = true;
+        status.coupling_socket = None;
         status.coupled_socket = Some(coupled_ref(&socket));
         status.coupling_checksum = Some(sum);
         let coupled = DesiredCondition {
@@ -636,6 +664,50 @@ async fn couple(
     let mut ready = Outcome::ready(format!("coupled to Socket {key_text}"));
     ready.action = requeue(recheck_delay(ctx));
     Ok(ready)
+}
+
+/// Records in status that the `coupled` hooks of a coupling to `socket` are about to run, so
+/// that the Socket's deletion waits for this Plug, then reads the Socket again: a deletion that
+/// began before the record was written did not see it, and nothing may run then. Returns the
+/// outcome to end with when the Socket is going.
+async fn record_intent(
+    ctx: &Context,
+    writer: &mut StatusWriter<'_>,
+    status: &mut PlugStatus,
+    socket: &Socket,
+    key_text: &str,
+) -> Result<Option<Outcome>, Error> {
+    let intent = coupled_ref(socket);
+    if status.coupling_socket.as_ref() != Some(&intent) {
+        status.coupling_socket = Some(intent.clone());
+        let message = format!("coupling to Socket {key_text}: running the coupled hooks");
+        writer
+            .write(
+                ctx,
+                status,
+                &[
+                    DesiredCondition::fails(
+                        types::READY,
+                        reasons::COUPLING_IN_PROCESS,
+                        message.clone(),
+                    ),
+                    DesiredCondition::fails(types::COUPLED, reasons::COUPLING_IN_PROCESS, message),
+                ],
+            )
+            .await?;
+    }
+    let again = super::fresh::<Socket>(ctx, &intent.namespace, &intent.name).await?;
+    let going = again.is_none_or(|s| {
+        s.uid().as_deref() != Some(intent.uid.as_str()) || s.meta().deletion_timestamp.is_some()
+    });
+    if going {
+        status.coupling_socket = None;
+        return Ok(Some(wait_outcome(
+            Wait::SocketMissing { deleting: true },
+            key_text,
+        )));
+    }
+    Ok(None)
 }
 
 async fn store_results(
@@ -836,6 +908,7 @@ async fn decouple(
     )
     .await?;
     status.coupled_socket = None;
+    status.coupling_socket = None;
     status.coupling_checksum = None;
     status.result = None;
     Ok(())
@@ -863,7 +936,11 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
     };
     let plug_json = to_json("the Plug", plug)?;
     let result = async {
-        if let Some(coupled) = status.coupled_socket.clone() {
+        let coupled = status
+            .coupled_socket
+            .clone()
+            .or_else(|| status.coupling_socket.clone());
+        if let Some(coupled) = coupled {
             let socket = super::fresh::<Socket>(ctx, &coupled.namespace, &coupled.name)
                 .await?
                 .filter(|s| s.uid().as_deref() == Some(coupled.uid.as_str()));

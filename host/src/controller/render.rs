@@ -170,6 +170,8 @@ mod tests {
             namespace: "team",
             uid: "plug-uid",
             spec,
+            last_digest: None,
+            deleting: false,
         };
         let steps = renderer.lifecycle_steps(owner, point).unwrap();
         steps[0].object().object["metadata"]["labels"].clone()

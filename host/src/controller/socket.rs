@@ -49,6 +49,41 @@ fn coupled_plugs(ctx: &Context, socket: &Socket) -> Vec<CoupledObjectRef> {
     plugs
 }
 
+/// Whether a Plug's status holds `uid`: coupled to it, or running its `coupled` hooks.
+fn holds(plug: &Plug, uid: &str) -> bool {
+    plug.status.as_ref().is_some_and(|s| {
+        [s.coupled_socket.as_ref(), s.coupling_socket.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|c| c.uid == uid)
+    })
+}
+
+/// The Plugs coupled or coupling to `socket`, read from the API server rather than the cache:
+/// the last check before the Socket's deleted hooks run and its finalizer goes, so that a Plug
+/// whose `coupled` hooks started a moment ago is never missed.
+async fn holding_plugs(ctx: &Context, socket: &Socket) -> Result<Vec<String>, Error> {
+    let Some(uid) = socket.uid() else {
+        return Ok(Vec::new());
+    };
+    let api: kube::Api<Plug> = super::scoped(&ctx.client, ctx.options.namespace.as_deref());
+    let mut params = kube::api::ListParams::default();
+    if let Some(selector) = &ctx.options.selector {
+        params = params.labels(selector);
+    }
+    let plugs = api.list(&params).await.map_err(|source| Error::Api {
+        action: "list",
+        what: "Plugs".to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(plugs
+        .items
+        .iter()
+        .filter(|p| holds(p, &uid))
+        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .collect())
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "plug" } else { "plugs" }
 }
@@ -138,7 +173,39 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
                 ],
             )
             .await?;
-            return Ok(Action::await_change());
+            // Look again later rather than only on a Plug event: Plugs deleted while the Plug
+            // watch was down (an expired watch relists, and a relist reports no deletions)
+            // wake nothing, and the Socket would wait for them forever.
+            return Ok(requeue(ctx.options.retry));
+        }
+        // The cache may not show yet a Plug that began coupling just now: ask the API server.
+        let holding = holding_plugs(&ctx, &socket).await?;
+        if !holding.is_empty() {
+            let message = format!(
+                "deleting: waiting for {} {} to finish coupling or decoupling: {}",
+                holding.len(),
+                plural(holding.len()),
+                holding
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            write_status(
+                &ctx,
+                &socket,
+                status,
+                &[
+                    DesiredCondition::fails(types::READY, reasons::DELETING, message.clone()),
+                    DesiredCondition::fails(types::COUPLED, reasons::DECOUPLING, message.clone()),
+                    DesiredCondition::holds(types::RECONCILING, reasons::DECOUPLING, message),
+                ],
+            )
+            .await?;
+            // The Plug watch wakes this Socket when they change; the timer covers a cache that
+            // lags behind.
+            return Ok(requeue(std::time::Duration::from_secs(1)));
         }
         if status.created {
             let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
@@ -197,7 +264,7 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
         Err(error) => return failed(&ctx, &socket, status, &error).await,
     }
     match owner.apparatus_status(&ctx).await {
-        Ok(apparatus) => status.apparatus = apparatus,
+        Ok((apparatus, _)) => status.apparatus = apparatus,
         Err(error @ Error::Api { .. }) => return Err(error),
         Err(error) => return failed(&ctx, &socket, status, &error).await,
     }

@@ -48,6 +48,24 @@ pub(crate) struct Owner<'a> {
     pub(crate) namespace: &'a str,
     pub(crate) uid: &'a str,
     pub(crate) spec: &'a SideSpec,
+    /// The digest of the WebAssembly component the side's status last recorded for the image
+    /// its spec names now: what its hooks fall back to when the registry cannot be asked.
+    pub(crate) last_digest: Option<&'a str>,
+    /// The side is being deleted: any failure to resolve its component falls back to
+    /// `last_digest`, so that nothing the deletion removes at the same time (the registry, a
+    /// pull secret) keeps it from finishing.
+    pub(crate) deleting: bool,
+}
+
+/// The digest in `status` when it was recorded for the image `spec` names now.
+fn last_digest<'a>(
+    spec: &SideSpec,
+    status: Option<&'a crate::crd::ApparatusStatus>,
+) -> Option<&'a str> {
+    let image = spec.apparatus.as_ref()?.wasm.as_ref()?.image.as_str();
+    status
+        .filter(|s| s.image == image && !s.digest.is_empty())
+        .map(|s| s.digest.as_str())
 }
 
 impl<'a> Owner<'a> {
@@ -58,6 +76,11 @@ impl<'a> Owner<'a> {
             namespace: plug.metadata.namespace.as_deref().unwrap_or_default(),
             uid: plug.metadata.uid.as_deref().unwrap_or_default(),
             spec: &plug.spec.side,
+            last_digest: last_digest(
+                &plug.spec.side,
+                plug.status.as_ref().and_then(|s| s.apparatus.as_ref()),
+            ),
+            deleting: plug.metadata.deletion_timestamp.is_some(),
         }
     }
 
@@ -68,6 +91,11 @@ impl<'a> Owner<'a> {
             namespace: socket.metadata.namespace.as_deref().unwrap_or_default(),
             uid: socket.metadata.uid.as_deref().unwrap_or_default(),
             spec: &socket.spec.side,
+            last_digest: last_digest(
+                &socket.spec.side,
+                socket.status.as_ref().and_then(|s| s.apparatus.as_ref()),
+            ),
+            deleting: socket.metadata.deletion_timestamp.is_some(),
         }
     }
 
@@ -130,11 +158,12 @@ impl<'a> Owner<'a> {
     }
 
     /// For a WebAssembly apparatus, the image and the digest it resolves to now (fetching and
-    /// loading the component, so a bad image shows up before any hook needs it).
+    /// loading the component, so a bad image shows up before any hook needs it), and why the
+    /// digest recorded before was kept when the image could not be resolved.
     pub(crate) async fn apparatus_status(
         &self,
         ctx: &Context,
-    ) -> Result<Option<crate::crd::ApparatusStatus>, Error> {
+    ) -> Result<(Option<crate::crd::ApparatusStatus>, Option<String>), Error> {
         if self
             .spec
             .apparatus
@@ -142,14 +171,17 @@ impl<'a> Owner<'a> {
             .and_then(|a| a.wasm.as_ref())
             .is_none()
         {
-            return Ok(None);
+            return Ok((None, None));
         }
         match self.apparatus(ctx).await? {
-            Some(Apparatus::Wasm(w)) => Ok(Some(crate::crd::ApparatusStatus {
-                image: w.image,
-                digest: w.digest,
-            })),
-            _ => Ok(None),
+            Some(Apparatus::Wasm(w)) => Ok((
+                Some(crate::crd::ApparatusStatus {
+                    image: w.image,
+                    digest: w.digest,
+                }),
+                w.stale,
+            )),
+            _ => Ok((None, None)),
         }
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! A tag is resolved again on every call, so a new digest pushed under the same tag takes
 //! effect on the next hook without a restart; a pinned digest needs no network once cached.
+//! When the registry cannot be reached (or the side is being deleted and its image cannot be
+//! resolved for any reason), the component whose digest the side's status recorded runs from
+//! the cache instead, so an outage neither flips healthy couplings nor blocks deletions.
 
 use std::sync::Arc;
 
@@ -21,52 +24,56 @@ pub(crate) struct ResolvedWasm {
     pub(crate) context: CallContext,
     pub(crate) image: String,
     pub(crate) digest: String,
+    /// Set when the image could not be resolved and the component the status recorded ran
+    /// instead: why, to say in a condition when hooks run.
+    pub(crate) stale: Option<String>,
 }
 
 /// Key of the pull secret's Docker config.
 const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 
+/// Resolves the side's component: fetched by its image, or — when the registry cannot be
+/// reached, or the side is being deleted and the image cannot be resolved for any reason —
+/// the component the side's status last recorded, from the cache by digest. So a registry
+/// outage neither stalls a deletion nor flips a healthy coupling to not Ready.
 pub(crate) async fn resolve(
     ctx: &Context,
     owner: Owner<'_>,
     wasm: &WasmApparatus,
 ) -> Result<ResolvedWasm, Error> {
     let side = owner.side;
-    let oci = |source| Error::Oci { side, source };
-    let registry = ImageRef::parse(&wasm.image)
-        .map_err(oci)?
-        .registry()
-        .to_owned();
-    let mut auth = RegistryAuth::Anonymous;
-    for secret in &wasm.pull_secrets {
-        let values =
-            read_secret(ctx, owner, &secret.name, "spec.apparatus.wasm.pullSecrets").await?;
-        let Some(config) = values.get(DOCKER_CONFIG_KEY) else {
-            return Err(oci(crate::oci::OciError::InvalidPullSecret {
-                problem: format!(
-                    "Secret {}/{} has no {DOCKER_CONFIG_KEY} key; pull secrets must be of type kubernetes.io/dockerconfigjson",
-                    owner.namespace, secret.name
-                ),
-            }));
-        };
-        let found = auth_from_docker_config(config.as_bytes(), &registry).map_err(oci)?;
-        if !matches!(found, RegistryAuth::Anonymous) {
-            auth = found;
-            break;
-        }
-    }
-    let fetched = ctx.oci.fetch(&wasm.image, &auth).await.map_err(oci)?;
-    let first_load = !ctx.wasm.is_loaded(&fetched.digest);
+    let (digest, path, stale) = match fetch(ctx, owner, wasm).await {
+        Ok(fetched) => (fetched.digest, fetched.path, None),
+        Err(error) => match fallback(ctx, owner, &error).await {
+            Some((digest, path)) => {
+                tracing::warn!(
+                    image = %wasm.image,
+                    %digest,
+                    error = %error.message(),
+                    "cannot resolve the component's image; using the cached component the status recorded"
+                );
+                let note = format!(
+                    "{} ({}); hooks ran in the cached component {digest}",
+                    error.message(),
+                    error.reason()
+                );
+                (digest, path, Some(note))
+            }
+            None => return Err(error),
+        },
+    };
+    let first_load = !ctx.wasm.is_loaded(&digest);
     let runtime = ctx.wasm.clone();
-    let digest = fetched.digest.clone();
-    let path = fetched.path.clone();
-    let loaded = tokio::task::spawn_blocking(move || runtime.load(&digest, &path))
-        .await
-        .map_err(|e| Error::Wasm {
-            side,
-            source: WasmError::Setup(format!("loading the component failed: {e}")),
-        })?
-        .map_err(|source| Error::Wasm { side, source })?;
+    let loaded = {
+        let digest = digest.clone();
+        tokio::task::spawn_blocking(move || runtime.load(&digest, &path))
+            .await
+            .map_err(|e| Error::Wasm {
+                side,
+                source: WasmError::Setup(format!("loading the component failed: {e}")),
+            })?
+            .map_err(|source| Error::Wasm { side, source })?
+    };
     if first_load {
         crate::metrics::Metrics::inc(if loaded.from_cache {
             &ctx.metrics.wasm_cache_loads
@@ -95,6 +102,66 @@ pub(crate) async fn resolve(
             allowed_hosts: wasm.allowed_hosts.clone(),
         },
         image: wasm.image.clone(),
-        digest: fetched.digest,
+        digest,
+        stale,
     })
+}
+
+/// The component the side's status recorded, from the cache, when `error` allows falling back
+/// to it: the registry is unreachable, or the side is being deleted (its pull secret or the
+/// registry may be gone with its namespace).
+async fn fallback(
+    ctx: &Context,
+    owner: Owner<'_>,
+    error: &Error,
+) -> Option<(String, std::path::PathBuf)> {
+    let digest = owner.last_digest?;
+    let outage = matches!(error, Error::Oci { source, .. } if source.is_transient());
+    if !(outage || owner.deleting) {
+        return None;
+    }
+    match ctx.oci.cached_component(digest).await {
+        Ok(Some(path)) => Some((digest.to_owned(), path)),
+        Ok(None) => {
+            tracing::debug!(%digest, "the recorded component is no longer cached");
+            None
+        }
+        Err(error) => {
+            tracing::debug!(%digest, %error, "reading the recorded component from the cache failed");
+            None
+        }
+    }
+}
+
+/// Reads the pull secrets and fetches the image.
+async fn fetch(
+    ctx: &Context,
+    owner: Owner<'_>,
+    wasm: &WasmApparatus,
+) -> Result<crate::oci::Fetched, Error> {
+    let side = owner.side;
+    let oci = |source| Error::Oci { side, source };
+    let registry = ImageRef::parse(&wasm.image)
+        .map_err(oci)?
+        .registry()
+        .to_owned();
+    let mut auth = RegistryAuth::Anonymous;
+    for secret in &wasm.pull_secrets {
+        let values =
+            read_secret(ctx, owner, &secret.name, "spec.apparatus.wasm.pullSecrets").await?;
+        let Some(config) = values.get(DOCKER_CONFIG_KEY) else {
+            return Err(oci(crate::oci::OciError::InvalidPullSecret {
+                problem: format!(
+                    "Secret {}/{} has no {DOCKER_CONFIG_KEY} key; pull secrets must be of type kubernetes.io/dockerconfigjson",
+                    owner.namespace, secret.name
+                ),
+            }));
+        };
+        let found = auth_from_docker_config(config.as_bytes(), &registry).map_err(oci)?;
+        if !matches!(found, RegistryAuth::Anonymous) {
+            auth = found;
+            break;
+        }
+    }
+    ctx.oci.fetch(&wasm.image, &auth).await.map_err(oci)
 }

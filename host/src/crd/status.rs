@@ -63,6 +63,11 @@ pub struct PlugStatus {
     /// The Socket this Plug is coupled to (its `coupled` hooks have run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupled_socket: Option<CoupledObjectRef>,
+    /// The Socket whose `coupled` hooks are running (recorded before they start, cleared once
+    /// they finished or failed). The Socket's deletion waits for it as for a coupled Plug, so
+    /// its `deleted` hook never runs in the middle of a coupling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupling_socket: Option<CoupledObjectRef>,
     /// Checksum of the coupling inputs the `coupled` or `updated` hooks last ran with. `updated`
     /// hooks run when the inputs' checksum differs from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

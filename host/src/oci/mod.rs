@@ -243,6 +243,21 @@ impl ComponentStore {
         shared.await
     }
 
+    /// The cached component file whose content has `digest` (`sha256:` and 64 hex digits),
+    /// checked against its digest, without asking any registry: what a side falls back to when
+    /// its image cannot be resolved. `None` when it is not (or no longer) cached, or `digest`
+    /// is not a sha256 digest.
+    pub async fn cached_component(&self, digest: &str) -> Result<Option<PathBuf>, OciError> {
+        if !media::is_sha256_digest(digest) {
+            return Ok(None);
+        }
+        let found = self.inner.cache.get(digest).await?;
+        if found.is_some() {
+            self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(found)
+    }
+
     /// Spawns the fetch task. Called with `inflight` locked, so the task's own removal of its
     /// entry (which takes the lock) happens after the insertion.
     fn start(
@@ -507,4 +522,33 @@ impl Inner {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps hold no invariant a panicking holder could break halfway.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
+mod tests {
+    use super::*;
+
+    /// What a side falls back to: a cached blob by its digest, checked, never a path made of
+    /// something that is not a sha256 digest.
+    #[tokio::test]
+    async fn cached_component_is_found_by_digest_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ComponentStore::open(StoreOptions::new(dir.path())).unwrap();
+        let digest = store.inner.cache.put(b"\0asm\x0d\0\x01\0").await.unwrap();
+        let path = store.cached_component(&digest).await.unwrap().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), b"\0asm\x0d\0\x01\0");
+        assert_eq!(store.stats().cache_hits, 1);
+
+        let absent = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(store.cached_component(&absent).await.unwrap(), None);
+        for bad in [
+            "",
+            "sha256:../../etc/passwd",
+            "sha512:00",
+            &digest.to_uppercase(),
+        ] {
+            assert_eq!(store.cached_component(bad).await.unwrap(), None, "{bad}");
+        }
+    }
 }

@@ -43,6 +43,15 @@ pub struct ControlPlane {
     // Stopped in reverse start order when dropped.
     processes: Vec<Supervised>,
     startup: Duration,
+    /// What [`ControlPlane::restart_api_server`] needs to start etcd and the API server again
+    /// exactly as before.
+    binaries: Binaries,
+    pki: Pki,
+    etcd_port: u16,
+    peer_port: u16,
+    api_port: u16,
+    /// How many times etcd and the API server were restarted (names their new log files).
+    restarts: u32,
 }
 
 fn free_port() -> Result<u16, Error> {
@@ -131,27 +140,25 @@ impl ControlPlane {
         let server = format!("https://127.0.0.1:{api_port}");
         let cleanup = (!options.keep_dir).then_some(dir.as_path());
 
-        let mut processes = Vec::new();
-        let etcd_data = dir.join("etcd");
-        processes.push(Supervised::spawn(
-            "etcd",
-            &binaries.etcd,
-            [
-                format!("--data-dir={}", etcd_data.display()),
-                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                "--name=plugboard".to_owned(),
-            ],
-            logs.join("etcd.log"),
-            cleanup,
-        )?);
-        processes.push(Supervised::spawn(
-            "kube-apiserver",
-            &binaries.kube_apiserver,
-            apiserver_args(&dir, &pki, etcd_port, api_port),
-            logs.join("kube-apiserver.log"),
-            None,
-        )?);
+        // The folder goes when this process does, not when etcd stops: etcd may be restarted.
+        // A program that only waits holds the removal (stopped last: processes stop in reverse).
+        let processes = vec![
+            Supervised::spawn(
+                "cleanup",
+                Path::new("sleep"),
+                ["infinity"],
+                logs.join("cleanup.log"),
+                cleanup,
+            )?,
+            spawn_etcd(binaries, &dir, etcd_port, peer_port, "etcd.log")?,
+            Supervised::spawn(
+                "kube-apiserver",
+                &binaries.kube_apiserver,
+                apiserver_args(&dir, &pki, etcd_port, api_port),
+                logs.join("kube-apiserver.log"),
+                None,
+            )?,
+        ];
 
         let kubeconfig_text =
             kubeconfig_yaml(&server, &pki.ca_cert, "plugboard-admin", &pki.admin_token);
@@ -166,6 +173,12 @@ impl ControlPlane {
             kubeconfig_text,
             processes,
             startup: Duration::ZERO,
+            binaries: binaries.clone(),
+            pki: pki.clone(),
+            etcd_port,
+            peer_port,
+            api_port,
+            restarts: 0,
         };
         let client = cp.client().await?;
         cp.wait_api_ready(&client).await?;
@@ -266,6 +279,54 @@ impl ControlPlane {
         }
     }
 
+    /// Stops the API server and etcd and starts them again on the same ports, with the same
+    /// data folder and credentials (a control plane outage that loses nothing), then waits until
+    /// the API server is ready. Clients keep working across it once it is back; watches end
+    /// and must be re-established by their owners. Returns how long the outage lasted.
+    pub async fn restart_api_server(&mut self) -> Result<Duration, Error> {
+        let started = Instant::now();
+        // Stop the API server first (it would otherwise fail its etcd health checks), then etcd.
+        for name in ["kube-apiserver", "etcd"] {
+            if let Some(i) = self.processes.iter().position(|p| p.name == name) {
+                let mut p = self.processes.remove(i);
+                p.stop();
+            }
+        }
+        self.restarts += 1;
+        let n = self.restarts;
+        let logs = self.dir.join("logs");
+        let etcd = spawn_etcd(
+            &self.binaries,
+            &self.dir,
+            self.etcd_port,
+            self.peer_port,
+            &format!("etcd.{n}.log"),
+        )?;
+        let api = Supervised::spawn(
+            "kube-apiserver",
+            &self.binaries.kube_apiserver,
+            apiserver_args(&self.dir, &self.pki, self.etcd_port, self.api_port),
+            logs.join(format!("kube-apiserver.{n}.log")),
+            None,
+        )?;
+        // Keep the stop order: the controller manager (last) before the API server before etcd.
+        let at = self
+            .processes
+            .iter()
+            .position(|p| p.name == "kube-controller-manager")
+            .unwrap_or(self.processes.len());
+        self.processes.insert(at, api);
+        self.processes.insert(at, etcd);
+        let client = self.client().await?;
+        self.wait_api_ready(&client).await?;
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            restarts = n,
+            "API server and etcd restarted"
+        );
+        Ok(started.elapsed())
+    }
+
     /// The API server URL.
     pub fn server(&self) -> &str {
         &self.server
@@ -317,6 +378,28 @@ pub(crate) fn http_get(path: &'static str) -> http::Request<Vec<u8>> {
     let mut request = http::Request::new(Vec::new());
     *request.uri_mut() = http::Uri::from_static(path);
     request
+}
+
+/// Starts etcd with its data in `dir/etcd` (kept across restarts).
+fn spawn_etcd(
+    binaries: &Binaries,
+    dir: &Path,
+    etcd_port: u16,
+    peer_port: u16,
+    log: &str,
+) -> Result<Supervised, Error> {
+    Supervised::spawn(
+        "etcd",
+        &binaries.etcd,
+        [
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            "--name=plugboard".to_owned(),
+        ],
+        dir.join("logs").join(log),
+        None,
+    )
 }
 
 fn apiserver_args(dir: &Path, pki: &Pki, etcd_port: u16, api_port: u16) -> Vec<String> {

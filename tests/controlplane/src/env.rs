@@ -27,7 +27,8 @@ pub const EXTERNAL_KUBECONFIG_ENV: &str = "PLUGBOARD_TEST_KUBECONFIG";
 const FIELD_MANAGER: &str = "plugboard-tests";
 
 enum Backend {
-    Local(ControlPlane),
+    /// Behind a lock so that [`TestEnv::restart_api_server`] can restart its processes.
+    Local(Box<tokio::sync::Mutex<ControlPlane>>),
     External(PathBuf),
 }
 
@@ -70,9 +71,9 @@ impl TestEnv {
                 let backend =
                     match std::env::var_os(EXTERNAL_KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
                         Some(path) => Backend::External(PathBuf::from(path)),
-                        None => Backend::Local(
+                        None => Backend::Local(Box::new(tokio::sync::Mutex::new(
                             ControlPlane::start(ControlPlaneOptions::default()).await?,
-                        ),
+                        ))),
                     };
                 let shared = Shared { backend };
                 let env = Self::from_shared(&shared).await?;
@@ -85,7 +86,10 @@ impl TestEnv {
 
     async fn from_shared(shared: &Shared) -> Result<Self, Error> {
         let (config, kubeconfig_path) = match &shared.backend {
-            Backend::Local(cp) => (cp.config().await?, cp.kubeconfig_path().to_owned()),
+            Backend::Local(cp) => {
+                let cp = cp.lock().await;
+                (cp.config().await?, cp.kubeconfig_path().to_owned())
+            }
             Backend::External(path) => (config_from_file(path).await?, path.clone()),
         };
         let client = Client::try_from(config.clone()).map_err(Error::kube("create a client"))?;
@@ -94,6 +98,16 @@ impl TestEnv {
             client,
             kubeconfig_path,
         })
+    }
+
+    /// Restarts the API server and etcd of this test process's control plane (see
+    /// [`ControlPlane::restart_api_server`]); every test sharing it sees the outage. Returns how
+    /// long the outage lasted, or `None` against an external cluster, which is not restarted.
+    pub async fn restart_api_server(&self) -> Result<Option<Duration>, Error> {
+        match SHARED.get().map(|shared| &shared.backend) {
+            Some(Backend::Local(cp)) => Ok(Some(cp.lock().await.restart_api_server().await?)),
+            Some(Backend::External(_)) | None => Ok(None),
+        }
     }
 
     /// An admin client for this test.
