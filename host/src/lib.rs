@@ -4,9 +4,11 @@
 //! The crate is organised along the data flow of a reconcile: [`crd`] holds the API types
 //! watched and written; [`engine`] is the pure core (config, interface, admission, checksums);
 //! [`apparatus`] calls hooks, within the operator's [`egress`] policy; [`oci`] fetches WebAssembly components from registries;
-//! [`controller`] loads objects, runs the lifecycle and writes status and Events.
+//! [`controller`] loads objects, runs the lifecycle and writes status and Events; [`budget`]
+//! derives every memory bound from one budget.
 
 pub mod apparatus;
+pub mod budget;
 pub mod controller;
 pub mod crd;
 pub mod egress;

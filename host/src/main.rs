@@ -74,9 +74,38 @@ struct RunArgs {
     /// across instances).
     #[arg(long, env = "PLUGBOARD_SELECTOR")]
     selector: Option<String>,
-    /// Reconciles running at once per controller.
+    /// Reconciles running at once in the Socket and DeferredResource controllers.
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
     concurrency: u16,
+    /// Reconciles running at once in the Plug controller (I/O-bound: they wait on apparatuses).
+    #[arg(long, env = "PLUGBOARD_PLUG_CONCURRENCY", default_value_t = 16)]
+    plug_concurrency: u16,
+    /// Hook and config calls of one Socket's couplings in flight at once: a hanging apparatus
+    /// holds at most this many Plug workers. A call waits up to 10 s for a slot, then its
+    /// reconcile is retried with backoff.
+    #[arg(long, env = "PLUGBOARD_HOOK_CALLS_PER_SOCKET", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    hook_calls_per_socket: u64,
+    /// The longest delay between retries of a failing object, in seconds. Delays start at 1 s
+    /// and double with each consecutive failure of the object, with jitter.
+    #[arg(long, env = "PLUGBOARD_RETRY_MAX_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    retry_max_seconds: u64,
+    /// How long one reconcile may run, in seconds; one still running is dropped and retried.
+    #[arg(long, env = "PLUGBOARD_RECONCILE_DEADLINE_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=86400))]
+    reconcile_deadline_seconds: u64,
+    /// The operator's memory budget in MiB (the chart sets it from the pod's memory limit).
+    /// Every memory bound derives from it so that the worst case fits: WebAssembly calls get
+    /// half — `concurrent calls × per-call cap`, the cap a quarter of that half (16 to 512
+    /// MiB), calls beyond the limit wait for a slot; compiling gets an eighth — one component
+    /// at a time, up to an eighth / 4 in size (1 to 64 MiB); compiled components kept get an
+    /// eighth (least recently used evicted); bodies read whole (host.send and apparatus
+    /// answers, manifests) a sixteenth; the rest is the operator's own. 1024 gives 4 calls
+    /// of at most 128 MiB and components up to 32 MiB.
+    #[arg(long, env = "PLUGBOARD_MEMORY_BUDGET_MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    memory_budget_mib: u64,
     /// Overall timeout of one HTTP apparatus call, in seconds.
     #[arg(long, default_value_t = 30)]
     http_timeout: u64,
@@ -104,12 +133,14 @@ struct RunArgs {
     /// The longest deadline a spec may set, in milliseconds.
     #[arg(long, default_value_t = 30000)]
     wasm_max_timeout_ms: u64,
-    /// Memory cap of a WebAssembly hook call when its spec sets none, in MiB.
-    #[arg(long, default_value_t = 64)]
-    wasm_memory_mib: u64,
-    /// The largest memory cap a spec may set, in MiB.
-    #[arg(long, default_value_t = 512)]
-    wasm_max_memory_mib: u64,
+    /// Memory cap of a WebAssembly hook call when its spec sets none, in MiB (default: from
+    /// --memory-budget-mib, at most 64).
+    #[arg(long)]
+    wasm_memory_mib: Option<u64>,
+    /// The largest memory cap a spec may set, in MiB (default: from --memory-budget-mib).
+    /// Raising it above the derived value lets the worst case exceed the budget.
+    #[arg(long)]
+    wasm_max_memory_mib: Option<u64>,
     /// Name reported in Events (defaults to the pod name).
     #[arg(long, env = "POD_NAME", default_value = "plugboard")]
     instance: String,
@@ -208,13 +239,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("failed to find a kubeconfig or in-cluster configuration")?;
     let client = kube::Client::try_from(config.clone()).context("failed to create a client")?;
+    let budget = plugboard::budget::MemoryBudget::derive(args.memory_budget_mib << 20);
     let mut options = plugboard::controller::Options {
         namespace: args.namespace.filter(|n| !n.is_empty()),
         selector: args.selector.filter(|s| !s.is_empty()),
         concurrency: args.concurrency.max(1),
+        plug_concurrency: args.plug_concurrency.max(1),
+        hook_calls_per_socket: usize::try_from(args.hook_calls_per_socket).unwrap_or(4),
+        retry: std::time::Duration::from_secs(args.retry_max_seconds),
+        reconcile_deadline: std::time::Duration::from_secs(args.reconcile_deadline_seconds),
         instance: args.instance,
         ..Default::default()
-    };
+    }
+    .with_budget(budget);
     options.http.request_timeout = std::time::Duration::from_secs(args.http_timeout.max(1));
     if let Some(dir) = args.cache_dir {
         options.cache_dir = dir;
@@ -233,8 +270,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.pods.via_api_server = args.apparatus_via_api_server;
     options.wasm.default_timeout = std::time::Duration::from_millis(args.wasm_timeout_ms.max(1));
     options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
-    options.wasm.default_memory = args.wasm_memory_mib.max(1) << 20;
-    options.wasm.max_memory = args.wasm_max_memory_mib.max(1) << 20;
+    if let Some(mib) = args.wasm_max_memory_mib {
+        options.wasm.max_memory = mib.max(1) << 20;
+    }
+    if let Some(mib) = args.wasm_memory_mib {
+        options.wasm.default_memory = mib.max(1) << 20;
+    }
+    options.wasm.default_memory = options.wasm.default_memory.min(options.wasm.max_memory);
+    if options.wasm.max_memory > budget.max_call_memory {
+        tracing::warn!(
+            budget_mib = args.memory_budget_mib,
+            "--wasm-max-memory-mib is above what --memory-budget-mib allows per call; the worst case no longer fits the budget"
+        );
+    }
     options.egress.allow = egress_allow;
     options.egress.deny = egress_deny;
     options.egress.deny_unlisted = args.egress_deny_unlisted;

@@ -405,3 +405,102 @@ async fn components_of_another_contract_version_are_refused() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_components_are_evicted_least_recently_used_first() {
+    let rt = WasmRuntime::new(
+        WasmOptions {
+            max_loaded: 1,
+            ..WasmOptions::default()
+        },
+        loopback_egress(),
+    )
+    .unwrap();
+    let adversary = component("adversary").await;
+    let recorder = component("recorder").await;
+    let kept = rt.load(&digest(&adversary), &adversary).unwrap();
+    assert!(rt.is_loaded(&digest(&adversary)));
+    rt.load(&digest(&recorder), &recorder).unwrap();
+    assert!(
+        !rt.is_loaded(&digest(&adversary)),
+        "the least recently used is evicted"
+    );
+    assert!(rt.is_loaded(&digest(&recorder)));
+    let (count, bytes) = rt.loaded_usage();
+    assert_eq!(count, 1);
+    assert!(bytes > 0, "compiled code is counted");
+    // What a caller still holds keeps working after its eviction.
+    let p = plug(json!({}));
+    let s = socket();
+    let empty = Values::new();
+    let request = ConfigRequest {
+        side: Side::Plug,
+        plug: &p,
+        socket: &s,
+        plug_data: &empty,
+        socket_data: &empty,
+        vars: None,
+    };
+    rt.config(kept, &request, limits(2000, 64), context(&[]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_over_the_size_limit_is_not_compiled() {
+    let rt = WasmRuntime::new(
+        WasmOptions {
+            max_component_bytes: 1024,
+            ..WasmOptions::default()
+        },
+        loopback_egress(),
+    )
+    .unwrap();
+    let path = component("adversary").await;
+    let error = rt.load(&digest(&path), &path).unwrap_err();
+    assert!(
+        matches!(error, WasmError::TooLarge { limit: 1024, size } if size > 1024),
+        "{error:?}"
+    );
+    assert_eq!(error.reason(), "ComponentTooLarge");
+    assert!(!rt.is_loaded(&digest(&path)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waits_for_a_slot_a_bounded_time() {
+    let rt = Arc::new(
+        WasmRuntime::new(
+            WasmOptions {
+                max_concurrent_calls: 1,
+                queue_timeout: Duration::from_millis(100),
+                ..WasmOptions::default()
+            },
+            loopback_egress(),
+        )
+        .unwrap(),
+    );
+    // One call spins until its 500 ms deadline and holds the only slot meanwhile.
+    let spinning = {
+        let rt = rt.clone();
+        tokio::spawn(async move { adversary(&rt, &[("mode", "spin")], &[]).await })
+    };
+    let waited =
+        plugboard_tests::wait_for("a call refused as busy", Duration::from_secs(10), || {
+            let rt = rt.clone();
+            async move {
+                match adversary(&rt, &[("mode", "ok")], &[]).await {
+                    Err(WasmError::Busy { waited, .. }) => Ok(waited),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(matches!(
+        spinning.await.unwrap(),
+        Err(WasmError::Timeout { .. })
+    ));
+    // The slot is free again.
+    adversary(&rt, &[("mode", "ok")], &[]).await.unwrap();
+}

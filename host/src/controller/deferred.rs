@@ -319,7 +319,7 @@ impl Outcome {
         let action = if error.needs_spec_change() {
             Action::await_change()
         } else {
-            requeue(ctx.options.retry)
+            requeue(super::retry_delay(ctx))
         };
         Outcome::stalled(error.reason(), error.message(), action)
     }
@@ -544,9 +544,8 @@ async fn finalize(ctx: &Context, dr: &DeferredResource) -> Result<Action, Error>
 }
 
 /// Retry policy for reconciles that failed on the operator's own API calls.
-pub(crate) fn error_policy(_dr: Arc<DeferredResource>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error.message(), "deferred resource reconcile failed; retrying");
-    requeue(ctx.options.retry.min(Duration::from_secs(5)))
+pub(crate) fn error_policy(dr: Arc<DeferredResource>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::fairness::on_error(&super::object_key("DeferredResource", &*dr), error, &ctx)
 }
 
 #[cfg(test)]

@@ -202,6 +202,22 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A reconcile ran past the operator's deadline and was dropped.
+    #[error("the reconcile did not finish within {} s; retrying", after.as_secs())]
+    Deadline {
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// The hook calls of a Socket already use all its slots.
+    #[error(
+        "the apparatus calls of Socket {socket} already use all {limit} of its slots; retrying"
+    )]
+    ApparatusBusy {
+        /// `namespace/name` of the Socket.
+        socket: String,
+        /// Its slots.
+        limit: usize,
+    },
 }
 
 impl From<super::objects::ObjectError> for Error {
@@ -233,6 +249,8 @@ impl Error {
             Error::Object(source) => source.reason(),
             Error::Wasm { source, .. } => source.reason(),
             Error::Impersonation(source) => source.reason(),
+            Error::Deadline { .. } => "ReconcileTimeout",
+            Error::ApparatusBusy { .. } => "ApparatusBusy",
         }
     }
 

@@ -58,7 +58,20 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
         plug_config: inputs.plug_config,
         socket_config: inputs.socket_config,
     };
-    match owner.apparatus(ctx).await? {
+    let apparatus = owner.apparatus(ctx).await?;
+    // One of the Socket's call slots, held for the call only (see `fairness`).
+    let _slot = match &apparatus {
+        Some(_) => Some(
+            Box::pin(ctx.hook_slots.acquire(
+                &super::fairness::socket_of(owner.side, owner.namespace, owner.name, inputs.socket),
+                ctx.options.hook_calls_per_socket,
+                ctx.options.hook_slot_wait,
+            ))
+            .await?,
+        ),
+        None => None,
+    };
+    match apparatus {
         Some(Apparatus::Http {
             endpoint,
             pod: _lease,

@@ -8,6 +8,8 @@
 
 mod deferred;
 mod error;
+mod fairness;
+mod guard;
 mod hooks;
 pub mod objects;
 mod optin;
@@ -67,17 +69,39 @@ pub struct Options {
     /// Manage only Plugs, Sockets and DeferredResources whose labels match this selector (for
     /// sharding).
     pub selector: Option<String>,
-    /// Reconciles running at once per controller.
+    /// Reconciles running at once in the Socket and DeferredResource controllers.
     pub concurrency: u16,
+    /// Reconciles running at once in the Plug controller: more than the others, since a Plug
+    /// reconcile mostly waits on apparatuses (see [`Options::hook_calls_per_socket`]).
+    pub plug_concurrency: u16,
+    /// Hook and `config` calls of one Socket's couplings in flight at once, so a hanging
+    /// apparatus holds only this many Plug workers.
+    pub hook_calls_per_socket: usize,
+    /// How long a call waits for one of its Socket's slots before the reconcile is retried
+    /// (with backoff) instead.
+    pub hook_slot_wait: Duration,
+    /// How long one reconcile may run; one still running is dropped and retried with backoff.
+    pub reconcile_deadline: Duration,
     /// HTTP apparatus client settings.
     pub http: HttpOptions,
     /// Name reported in Events (`reportingInstance`).
     pub instance: String,
     /// Delay before a coupling waiting for a required result looks again.
     pub result_poll: Duration,
-    /// Delay before retrying after a failure the user may fix outside the spec (a missing
-    /// Secret, an apparatus down).
+    /// The longest delay before retrying after a failure (a missing Secret, an apparatus down,
+    /// an API error): the delay starts at `retry_min` and doubles with each consecutive failure
+    /// of the object, with jitter, up to this.
     pub retry: Duration,
+    /// The first delay after a failure.
+    pub retry_min: Duration,
+    /// The largest OCI manifest read, in bytes.
+    pub max_manifest_bytes: u64,
+    /// The operator's memory budget, from which [`Options::with_budget`] derived the bounds
+    /// (recorded for logs; the bounds themselves are the fields they set).
+    pub memory_budget: Option<crate::budget::MemoryBudget>,
+    /// Timeouts of the operator's requests to the API server (`connect`, `read`); watches use
+    /// a client without a read timeout (kube-runtime's watcher has an idle timeout of its own).
+    pub api_timeouts: (Duration, Duration),
     /// Folder for downloaded components and their compiled forms. Created `0700`; one owned by
     /// another user or writable by others is replaced by a fresh private folder, with a
     /// warning. Default [`default_cache_dir`].
@@ -110,10 +134,18 @@ impl Default for Options {
             namespace: None,
             selector: None,
             concurrency: 4,
+            plug_concurrency: 16,
+            hook_calls_per_socket: 4,
+            hook_slot_wait: Duration::from_secs(10),
+            reconcile_deadline: Duration::from_secs(300),
             http: HttpOptions::default(),
             instance: "plugboard".to_owned(),
             result_poll: Duration::from_secs(5),
             retry: Duration::from_secs(15),
+            retry_min: Duration::from_secs(1),
+            max_manifest_bytes: 4 << 20,
+            memory_budget: None,
+            api_timeouts: (Duration::from_secs(10), Duration::from_secs(60)),
             cache_dir: default_cache_dir(),
             cache_key_file: default_cache_key_file(),
             plain_http_registries: Vec::new(),
@@ -123,6 +155,25 @@ impl Default for Options {
             pods: PodOptions::default(),
             egress: EgressOptions::default(),
         }
+    }
+}
+
+impl Options {
+    /// These options with every memory bound derived from `budget` (see [`crate::budget`]):
+    /// WebAssembly call slots and caps, component size, compile concurrency, the compiled
+    /// components kept, manifest and answer sizes.
+    pub fn with_budget(mut self, budget: crate::budget::MemoryBudget) -> Self {
+        self.wasm = WasmOptions {
+            cache_dir: self.wasm.cache_dir.clone(),
+            cache_key: self.wasm.cache_key.clone(),
+            default_timeout: self.wasm.default_timeout,
+            max_timeout: self.wasm.max_timeout,
+            ..WasmOptions::from_budget(&budget)
+        };
+        self.http.max_response_bytes = budget.max_body_bytes;
+        self.max_manifest_bytes = budget.max_manifest_bytes;
+        self.memory_budget = Some(budget);
+        self
     }
 }
 
@@ -180,6 +231,10 @@ pub struct Context {
     pub(crate) opt_ins: Option<optin::OptIns>,
     /// The component cache folder (a fresh one is deleted with the context).
     _cache_dir: crate::wasm::CacheDir,
+    /// Consecutive failures per object, for backoff.
+    pub(crate) retries: fairness::Retries,
+    /// Hook call slots per Socket.
+    pub(crate) hook_slots: fairness::HookSlots,
 }
 
 impl std::fmt::Debug for Context {
@@ -227,6 +282,8 @@ impl Context {
         })?;
         let mut store_options = StoreOptions::new(cache_dir.path().join("oci"));
         store_options.plain_http_hosts = options.plain_http_registries.clone();
+        store_options.max_layer_bytes = options.wasm.max_component_bytes;
+        store_options.max_manifest_bytes = options.max_manifest_bytes;
         let oci =
             ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
         let wasm = Arc::new(
@@ -260,6 +317,8 @@ impl Context {
             plan: None,
             opt_ins: None,
             _cache_dir: cache_dir,
+            retries: fairness::Retries::default(),
+            hook_slots: fairness::HookSlots::default(),
         })
     }
 
@@ -405,19 +464,62 @@ pub async fn run(
     if let Some(selector) = &options.selector {
         wc = wc.labels(selector);
     }
-    let plugs_api: Api<Plug> = scoped(&client, namespace.as_deref());
-    let sockets_api: Api<Socket> = scoped(&client, namespace.as_deref());
     let controller_config = controller::Config::default().concurrency(options.concurrency);
 
-    let plug_controller = controller::Controller::new(plugs_api.clone(), wc.clone())
-        .with_config(controller_config.clone());
-    let socket_controller = controller::Controller::new(sockets_api.clone(), wc.clone())
-        .with_config(controller_config.clone());
+    // Every watch of the three kinds reads each object on its own: one that cannot be read is
+    // reported and left out, and the others keep reconciling (see `guard`).
+    let invalid_recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "plugboard".into(),
+            instance: Some(options.instance.clone()),
+        },
+    );
+    let guarded =
+        |api, placeholder| guard::watch(api, wc.clone(), invalid_recorder.clone(), placeholder);
+    let (plug_reader, plug_writer) = reflector::store::<Plug>();
+    let plug_controller = controller::Controller::for_stream(
+        reflector::reflector(
+            plug_writer,
+            guarded(
+                scoped(&client, namespace.as_deref()),
+                guard::placeholder_plug,
+            ),
+        )
+        .applied_objects(),
+        plug_reader,
+    )
+    .with_config(controller::Config::default().concurrency(options.plug_concurrency));
+    let (socket_reader, socket_writer) = reflector::store::<Socket>();
+    let socket_controller = controller::Controller::for_stream(
+        reflector::reflector(
+            socket_writer,
+            guard::watch(
+                scoped(&client, namespace.as_deref()),
+                wc.clone(),
+                invalid_recorder.clone(),
+                guard::placeholder::<Socket>,
+            ),
+        )
+        .applied_objects(),
+        socket_reader,
+    )
+    .with_config(controller_config.clone());
     // DeferredResources stand alone: nothing else wakes them, only their own changes and the
     // timers their reconciles set.
-    let deferred_controller = controller::Controller::new(
-        scoped::<DeferredResource>(&client, namespace.as_deref()),
-        wc.clone(),
+    let (deferred_reader, deferred_writer) = reflector::store::<DeferredResource>();
+    let deferred_controller = controller::Controller::for_stream(
+        reflector::reflector(
+            deferred_writer,
+            guard::watch(
+                scoped(&client, namespace.as_deref()),
+                wc.clone(),
+                invalid_recorder.clone(),
+                guard::placeholder::<DeferredResource>,
+            ),
+        )
+        .applied_objects(),
+        deferred_reader,
     )
     .with_config(controller_config);
 
@@ -426,12 +528,23 @@ pub async fn run(
     let (sockets, socket_writer) = reflector::store::<Socket>();
     let socket_events = reflector::reflector(
         socket_writer,
-        watcher(sockets_api, wc.clone()).default_backoff(),
+        guard::watch(
+            scoped(&client, namespace.as_deref()),
+            wc.clone(),
+            invalid_recorder.clone(),
+            guard::placeholder::<Socket>,
+        ),
     )
     .touched_objects();
     let (plugs, plug_writer) = reflector::store::<Plug>();
-    let plug_events = reflector::reflector(plug_writer, watcher(plugs_api, wc).default_backoff())
-        .touched_objects();
+    let plug_events = reflector::reflector(
+        plug_writer,
+        guarded(
+            scoped(&client, namespace.as_deref()),
+            guard::placeholder_plug,
+        ),
+    )
+    .touched_objects();
 
     // A Socket change that matters to Plugs (spec, deletion, created hooks done) wakes the
     // Plugs that name it or are coupled to it; its status churn does not.
@@ -591,6 +704,12 @@ pub async fn run(
         }),
     );
 
+    // Requests (not watches) get read and connect timeouts: a stalled API server connection
+    // fails the request, and the reconcile is retried, instead of holding a worker forever.
+    // Watches keep the client without a read timeout: they read for minutes, and kube-runtime's
+    // watcher has an idle timeout of its own.
+    let config = with_api_timeouts(config, options.api_timeouts);
+    let client = Client::try_from(config.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
     let mut ctx = Context::new(client, config, options, metrics, plugs).await?;
     ctx.opt_ins = Some(opt_ins);
     let ctx = Arc::new(ctx);
@@ -602,7 +721,18 @@ pub async fn run(
     };
     let plug_run = plug_controller
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(plug::reconcile, plug::error_policy, ctx.clone())
+        .run(
+            |plug, ctx| {
+                let key = object_key("Plug", &*plug);
+                Box::pin(fairness::attempt(
+                    key,
+                    ctx.clone(),
+                    plug::reconcile(plug, ctx),
+                ))
+            },
+            plug::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "plug reconcile did not complete");
@@ -610,7 +740,18 @@ pub async fn run(
         });
     let socket_run = socket_controller
         .graceful_shutdown_on(stopped(stop_rx.clone()))
-        .run(socket::reconcile, socket::error_policy, ctx.clone())
+        .run(
+            |socket, ctx| {
+                let key = object_key("Socket", &*socket);
+                Box::pin(fairness::attempt(
+                    key,
+                    ctx.clone(),
+                    socket::reconcile(socket, ctx),
+                ))
+            },
+            socket::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket reconcile did not complete");
@@ -646,7 +787,18 @@ pub async fn run(
     );
     let deferred_run = deferred_controller
         .graceful_shutdown_on(stopped(stop_rx))
-        .run(deferred::reconcile, deferred::error_policy, ctx)
+        .run(
+            |deferred, ctx| {
+                let key = object_key("DeferredResource", &*deferred);
+                Box::pin(fairness::attempt(
+                    key,
+                    ctx.clone(),
+                    deferred::reconcile(deferred, ctx),
+                ))
+            },
+            deferred::error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "deferred resource reconcile did not complete");
@@ -798,6 +950,29 @@ fn prune<V>(map: &mut HashMap<String, V>, max: usize) {
     if map.len() >= max {
         map.clear();
     }
+}
+
+/// `config` with the operator's request timeouts: `(connect, read)`. The read timeout counts
+/// from when a request is written, not from when its pooled connection went idle.
+fn with_api_timeouts(mut config: Config, (connect, read): (Duration, Duration)) -> Config {
+    config.connect_timeout = Some(connect);
+    config.read_timeout = Some(read);
+    config.reset_reader_on_write = true;
+    config
+}
+
+/// `Kind/namespace/name`: the key of an object's failure count.
+pub(crate) fn object_key<K: kube::Resource>(kind: &str, obj: &K) -> String {
+    format!(
+        "{kind}/{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The delay before looking again after a failure written to status: backoff per object.
+pub(crate) fn retry_delay(ctx: &Context) -> Duration {
+    fairness::retry_delay(ctx)
 }
 
 /// Requeue after `d`, for waits on things no watch reports.

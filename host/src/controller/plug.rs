@@ -95,7 +95,7 @@ impl Outcome {
             // Looking again sooner would only call the flapping hook more often.
             requeue(recheck_delay(ctx))
         } else {
-            requeue(ctx.options.retry)
+            requeue(super::retry_delay(ctx))
         };
         Outcome::stalled(error.reason(), error.message(), action)
     }
@@ -992,15 +992,17 @@ async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> {
         }
         Err(error @ Error::Api { .. }) => Err(error),
         Err(error) => {
-            let outcome =
-                Outcome::stalled(error.reason(), error.message(), requeue(ctx.options.retry));
+            let outcome = Outcome::stalled(
+                error.reason(),
+                error.message(),
+                requeue(super::retry_delay(ctx)),
+            );
             finish(ctx, plug, &mut writer, &mut status, outcome).await
         }
     }
 }
 
 /// Backoff for failures of the operator's own API calls.
-pub(crate) fn error_policy(_plug: Arc<Plug>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error.message(), "plug reconcile failed; retrying");
-    requeue(ctx.options.retry.min(std::time::Duration::from_secs(5)))
+pub(crate) fn error_policy(plug: Arc<Plug>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::fairness::on_error(&super::object_key("Plug", &*plug), error, &ctx)
 }

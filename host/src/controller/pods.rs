@@ -506,8 +506,18 @@ async fn await_ready(ctx: &Context, api: &Api<Pod>, current: Pod) -> Result<Pod,
             let uid = uid.clone();
             move |p: Option<&Pod>| p.is_none_or(|p| p.uid() != uid || settled(p))
         };
-        match tokio::time::timeout(deadline, await_condition(api.clone(), &name, condition)).await {
-            Err(_elapsed) => {
+        // On a task of its own: decoding Pod watch events needs a deep stack, which the
+        // reconcile's own (already deep) stack must not have to provide.
+        let mut waiting = {
+            let (api, name) = (api.clone(), name.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::time::timeout(deadline, await_condition(api, &name, condition)).await
+            }))
+        };
+        // A wait that ended without an answer (its task failed) counts as one that timed out.
+        let outcome = (&mut waiting.0).await.ok();
+        match outcome.and_then(|o| o.ok()) {
+            None => {
                 let state = match api.get_opt(&name).await {
                     Ok(Some(p)) => match pod::diagnose(&p) {
                         PodState::Starting { detail } => detail,
@@ -523,14 +533,14 @@ async fn await_ready(ctx: &Context, api: &Api<Pod>, current: Pod) -> Result<Pod,
                     state,
                 });
             }
-            Ok(Err(source)) => {
+            Some(Err(source)) => {
                 return Err(PodError::Watch {
                     namespace,
                     pod: name,
                     source,
                 });
             }
-            Ok(Ok(found)) => {
+            Some(Ok(found)) => {
                 tracing::debug!(
                     pod = name,
                     waited = ?started.elapsed(),
@@ -756,6 +766,15 @@ fn bounded(message: &str) -> String {
         end -= 1;
     }
     format!("{}…", &message[..end])
+}
+
+/// A task that is stopped when its handle is dropped (when the reconcile waiting on it is).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

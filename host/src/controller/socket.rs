@@ -356,12 +356,11 @@ async fn failed(
     Ok(if error.needs_spec_change() {
         Action::await_change()
     } else {
-        requeue(ctx.options.retry)
+        requeue(super::retry_delay(ctx))
     })
 }
 
 /// Backoff for failures of the operator's own API calls.
-pub(crate) fn error_policy(_socket: Arc<Socket>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error.message(), "socket reconcile failed; retrying");
-    requeue(ctx.options.retry.min(std::time::Duration::from_secs(5)))
+pub(crate) fn error_policy(socket: Arc<Socket>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::fairness::on_error(&super::object_key("Socket", &*socket), error, &ctx)
 }

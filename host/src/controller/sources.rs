@@ -440,6 +440,23 @@ pub(crate) async fn configs(
         };
         // A plan calls no apparatus.
         let endpoint = if ctx.plan.is_some() { None } else { endpoint };
+        // One of the Socket's call slots, held for the call only (see `fairness`).
+        let _slot = match &endpoint {
+            Some(_) => Some(
+                Box::pin(ctx.hook_slots.acquire(
+                    &super::fairness::socket_of(
+                        owner.side,
+                        owner.namespace,
+                        owner.name,
+                        Some(parties.socket_json),
+                    ),
+                    ctx.options.hook_calls_per_socket,
+                    ctx.options.hook_slot_wait,
+                ))
+                .await?,
+            ),
+            None => None,
+        };
         let apparatus = match endpoint {
             Some(Apparatus::Http {
                 endpoint,

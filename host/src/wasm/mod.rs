@@ -29,6 +29,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use crate::apparatus::{ConfigRequest, HookRequest, Side};
+use crate::budget::MemoryBudget;
 use crate::crd::LifecyclePoint;
 use crate::egress::{EgressDenied, EgressPolicy};
 use crate::engine::Values;
@@ -61,8 +62,21 @@ pub struct WasmOptions {
     pub default_memory: u64,
     /// The largest memory cap a spec may ask for, in bytes.
     pub max_memory: u64,
-    /// Hook calls running at once (each on a blocking thread).
+    /// Hook calls running at once (each on a blocking thread). Further calls wait for a slot,
+    /// at most `queue_timeout`, instead of allocating: `max_concurrent_calls × max_memory` is
+    /// the most linear memory guests hold together.
     pub max_concurrent_calls: usize,
+    /// How long a call waits for one of the `max_concurrent_calls` slots before it fails with
+    /// [`WasmError::Busy`] (and is retried later).
+    pub queue_timeout: Duration,
+    /// The largest component compiled, in bytes; a larger one is [`WasmError::TooLarge`].
+    pub max_component_bytes: u64,
+    /// Components compiled at once (compiling holds several times the component's size).
+    pub compile_concurrency: usize,
+    /// Compiled components kept loaded at most; the least recently used is evicted first.
+    pub max_loaded: usize,
+    /// Bytes of compiled code kept loaded at most; the least recently used is evicted first.
+    pub max_loaded_bytes: u64,
     /// Bytes of guest stdout, stderr and `host.log` kept per call.
     pub output_budget: usize,
     /// Timeout of one `host.send` request.
@@ -87,11 +101,34 @@ impl Default for WasmOptions {
             default_memory: 64 << 20,
             max_memory: 512 << 20,
             max_concurrent_calls: 4,
+            queue_timeout: Duration::from_secs(30),
+            max_component_bytes: 64 << 20,
+            compile_concurrency: 1,
+            max_loaded: 64,
+            max_loaded_bytes: 256 << 20,
             output_budget: 64 << 10,
             http_timeout: Duration::from_secs(10),
             http_max_body: 1 << 20,
             cache_dir: None,
             cache_key: CacheKey::Ephemeral,
+        }
+    }
+}
+
+impl WasmOptions {
+    /// The defaults derived from `budget` (see [`crate::budget`]): slots, caps, component size,
+    /// compile concurrency, the bound of loaded components and of `host.send` answers.
+    pub fn from_budget(budget: &MemoryBudget) -> Self {
+        Self {
+            default_memory: budget.default_call_memory,
+            max_memory: budget.max_call_memory,
+            max_concurrent_calls: budget.concurrent_calls,
+            max_component_bytes: budget.max_component_bytes,
+            compile_concurrency: budget.compile_concurrency,
+            max_loaded: budget.loaded_components,
+            max_loaded_bytes: budget.loaded_bytes,
+            http_max_body: budget.max_body_bytes,
+            ..Self::default()
         }
     }
 }
@@ -169,6 +206,25 @@ pub enum WasmError {
     /// A limit in the spec cannot be used.
     #[error("invalid spec.apparatus.wasm.limits")]
     Limits(#[source] LimitsError),
+    /// The component is larger than the operator compiles.
+    #[error(
+        "the component is {} bytes, more than the operator's limit of {limit} bytes",
+        size
+    )]
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Every call slot stayed taken while the call waited.
+    #[error("the {hook} hook waited {} ms for one of the operator's WebAssembly call slots; retrying later", waited.as_millis())]
+    Busy {
+        /// The hook.
+        hook: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The compiled-component cache failed.
     #[error("failed to use the compiled component cache at {}", path.display())]
     Cache {
@@ -193,6 +249,8 @@ impl WasmError {
             WasmError::Trap { .. } => "HookTrapped",
             WasmError::Guest { .. } => "HookFailed",
             WasmError::Limits(_) => "InvalidLimits",
+            WasmError::TooLarge { .. } => "ComponentTooLarge",
+            WasmError::Busy { .. } => "WasmBusy",
             WasmError::EgressDenied { .. } => crate::crd::conditions::reasons::EGRESS_DENIED,
         }
     }
@@ -216,6 +274,8 @@ pub struct Loaded {
     pub from_cache: bool,
     /// How long loading took.
     pub load_time: Duration,
+    /// Bytes of compiled code it holds.
+    pub code_bytes: u64,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -237,7 +297,8 @@ struct Ticking(#[allow(dead_code, reason = "held for its lifetime only")] Arc<()
 pub struct WasmRuntime {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
-    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
+    loaded: Mutex<LoadedSet>,
+    compiling: CompileGate,
     cache: Option<cache::ArtifactCache>,
     permits: Arc<Semaphore>,
     http: reqwest::Client,
@@ -316,7 +377,8 @@ impl WasmRuntime {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
-            loaded: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(LoadedSet::default()),
+            compiling: CompileGate::new(options.compile_concurrency),
             cache,
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
             http,
@@ -343,19 +405,52 @@ impl WasmRuntime {
         self.loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
             .contains_key(digest)
     }
 
-    /// Loads the component at `path` (whose content has `digest`), compiling it unless a
-    /// compiled form for this engine is cached; then it stays loaded for later calls.
-    pub fn load(&self, digest: &str, path: &Path) -> Result<Arc<Loaded>, WasmError> {
-        if let Some(loaded) = self
+    /// How many components are loaded and the bytes of compiled code they hold.
+    pub fn loaded_usage(&self) -> (usize, u64) {
+        let set = self
             .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (set.map.len(), set.bytes)
+    }
+
+    fn cached_load(&self, digest: &str) -> Option<Arc<Loaded>> {
+        self.loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(digest)
-        {
-            return Ok(loaded.clone());
+    }
+
+    /// Loads the component at `path` (whose content has `digest`), compiling it unless a
+    /// compiled form for this engine is cached; then it stays loaded for later calls, until
+    /// it is the least recently used past [`WasmOptions::max_loaded`] or
+    /// [`WasmOptions::max_loaded_bytes`]. A component larger than
+    /// [`WasmOptions::max_component_bytes`] is refused; compiling waits for one of
+    /// [`WasmOptions::compile_concurrency`] slots. Blocks: call it on a blocking thread.
+    pub fn load(&self, digest: &str, path: &Path) -> Result<Arc<Loaded>, WasmError> {
+        if let Some(loaded) = self.cached_load(digest) {
+            return Ok(loaded);
+        }
+        let size = std::fs::metadata(path)
+            .map_err(|source| WasmError::Cache {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        if size > self.options.max_component_bytes {
+            return Err(WasmError::TooLarge {
+                size,
+                limit: self.options.max_component_bytes,
+            });
+        }
+        let _slot = self.compiling.enter();
+        // Another caller may have loaded it while this one waited.
+        if let Some(loaded) = self.cached_load(digest) {
+            return Ok(loaded);
         }
         let started = Instant::now();
         let (component, from_cache) = match &self.cache {
@@ -377,11 +472,14 @@ impl WasmRuntime {
             .instantiate_pre(&component)
             .map_err(|e| self.incompatible(&component, e))?;
         let pre = bindings::ApparatusPre::new(pre).map_err(|e| self.incompatible(&component, e))?;
+        let image = component.image_range();
+        let code_bytes = (image.end as usize).saturating_sub(image.start as usize) as u64;
         let loaded = Arc::new(Loaded {
             pre,
             digest: digest.to_owned(),
             from_cache,
             load_time: started.elapsed(),
+            code_bytes,
         });
         tracing::info!(
             digest,
@@ -389,10 +487,18 @@ impl WasmRuntime {
             ms = loaded.load_time.as_millis() as u64,
             "loaded WebAssembly component"
         );
-        self.loaded
+        let evicted = self
+            .loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(digest.to_owned(), loaded.clone());
+            .insert(
+                loaded.clone(),
+                self.options.max_loaded.max(1),
+                self.options.max_loaded_bytes,
+            );
+        for digest in evicted {
+            tracing::info!(%digest, "evicted a compiled WebAssembly component (least recently used)");
+        }
         Ok(loaded)
     }
 
@@ -526,7 +632,17 @@ impl WasmRuntime {
             .into_iter()
             .filter(|v| self.secrets.contains(v))
             .collect();
-        let permit = self.permits.clone().acquire_owned().await.map_err(setup)?;
+        let waited = Instant::now();
+        let permit = tokio::time::timeout(
+            self.options.queue_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| WasmError::Busy {
+            hook,
+            waited: waited.elapsed(),
+        })?
+        .map_err(setup)?;
         let engine = self.engine.clone();
         let http = self.http.clone();
         let egress = self.egress.clone();
@@ -546,6 +662,98 @@ impl WasmRuntime {
             hook,
             message: format!("the call's thread failed: {e}"),
         })?
+    }
+}
+
+/// The loaded components, least recently used evicted first past a count and a byte bound.
+#[derive(Default)]
+struct LoadedSet {
+    map: HashMap<String, (Arc<Loaded>, u64)>,
+    bytes: u64,
+    clock: u64,
+}
+
+impl LoadedSet {
+    fn get(&mut self, digest: &str) -> Option<Arc<Loaded>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.map.get_mut(digest).map(|(loaded, used)| {
+            *used = clock;
+            loaded.clone()
+        })
+    }
+
+    /// Adds `loaded` and evicts the least recently used past the bounds; returns the digests
+    /// evicted. (Calls in flight keep what they use until they end.)
+    fn insert(&mut self, loaded: Arc<Loaded>, max_count: usize, max_bytes: u64) -> Vec<String> {
+        self.clock += 1;
+        self.bytes += loaded.code_bytes;
+        if let Some((old, _)) = self.map.insert(loaded.digest.clone(), (loaded, self.clock)) {
+            self.bytes = self.bytes.saturating_sub(old.code_bytes);
+        }
+        let mut evicted = Vec::new();
+        while self.map.len() > max_count || (self.bytes > max_bytes && !self.map.is_empty()) {
+            let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(digest, _)| digest.clone())
+            else {
+                break;
+            };
+            if let Some((old, _)) = self.map.remove(&oldest) {
+                self.bytes = self.bytes.saturating_sub(old.code_bytes);
+            }
+            evicted.push(oldest);
+        }
+        evicted
+    }
+}
+
+/// A counting semaphore for blocking threads: compilations running at once.
+struct CompileGate {
+    running: Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+/// One compile slot, given back when dropped.
+struct CompileSlot<'a>(&'a CompileGate);
+
+impl CompileGate {
+    fn new(max: usize) -> Self {
+        Self {
+            running: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn enter(&self) -> CompileSlot<'_> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *running >= self.max {
+            running = self
+                .freed
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        CompileSlot(self)
+    }
+}
+
+impl Drop for CompileSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+        self.0.freed.notify_one();
     }
 }
 

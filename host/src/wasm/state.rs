@@ -13,24 +13,29 @@ use super::bindings::plugboard::apparatus::types;
 use super::{CallContext, CallLimits, WasmOptions};
 use crate::egress::{self, EgressDenied, EgressPolicy};
 
-/// Refuses memory growth past the cap, and remembers that it did (to tell an out-of-memory
-/// trap from other traps).
+/// Refuses memory growth past the cap — counted over all the linear memories of the call, so a
+/// component with several memories gets no more than one cap — and remembers that it did (to
+/// tell an out-of-memory trap from other traps).
 pub(crate) struct Limiter {
     memory: usize,
+    /// Bytes of linear memory the call's instances hold together.
+    used: usize,
     pub(crate) denied: bool,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory {
             self.denied = true;
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -127,6 +132,7 @@ impl CallState {
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory: usize::try_from(limits.memory).unwrap_or(usize::MAX),
+                used: 0,
                 denied: false,
             },
             gate: Gate {

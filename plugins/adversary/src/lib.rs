@@ -20,7 +20,7 @@
 //! | `var` | `env`: the environment variable to read (default `HOME`) |
 //! | `addr` | `socket`: the IPv4 `address:port` to connect to (default `127.0.0.1:80`) |
 //! | `url` | `http`: the URL to `GET` (required) |
-//! | `megabytes` | `flood`: how much to write to each of stdout, stderr and the host log (default 4) |
+//! | `megabytes` | `flood`: how much to write to each of stdout, stderr and the host log (default 4); `hog`: how much to allocate (default 1024) |
 //!
 //! # Modes
 //!
@@ -33,7 +33,7 @@
 //! | --- | --- | --- |
 //! | `ok` | nothing; `config` returns no keys | success |
 //! | `spin` | loops forever | the call's deadline stops it |
-//! | `hog` | allocates 1 GiB infallibly and touches it | the memory cap makes the allocation fail, which traps |
+//! | `hog` | allocates `megabytes` MiB (1 GiB) infallibly and touches every page | the memory cap makes the allocation fail, which traps; below the cap, `hog: allocated and touched ...` |
 //! | `hog-try` | tries to reserve 1 GiB (fallible), touches it if it got it | `hog-try: reserve 1 GiB: ...` (refused) |
 //! | `panic` | panics | a trap; the panic message is in the operator's log |
 //! | `trap` | executes `unreachable` | a trap |
@@ -130,7 +130,7 @@ fn misbehave(hook: &str, keys: &Values) -> HookResult {
     let outcome = match mode {
         Mode::Ok => return Ok(()),
         Mode::Spin => spin(),
-        Mode::Hog => hog(),
+        Mode::Hog => hog(&param("megabytes", "1024"))?,
         Mode::HogTry => hog_try(),
         Mode::Panic => panic!("adversary: panic in {hook}, as instructed"),
         Mode::Trap => trap(),
@@ -158,16 +158,20 @@ fn spin() -> ! {
 
 /// Touches one byte per 64 KiB (a WebAssembly page), enough to make every page real.
 fn touch(memory: &mut [u8]) {
-    for byte in memory.iter_mut().step_by(64 * 1024) {
+    // Every page, so that all of it is resident.
+    for byte in memory.iter_mut().step_by(4 * 1024) {
         *byte = std::hint::black_box(1);
     }
 }
 
-fn hog() -> String {
+fn hog(megabytes: &str) -> HookResult<String> {
+    let megabytes: usize = megabytes.parse().map_err(|_| {
+        HookError::invalid_input(format!("`megabytes` must be a number, not `{megabytes}`"))
+    })?;
     // An infallible allocation: when it fails, the allocation error handler aborts (a trap).
-    let mut memory = vec![0u8; GIB];
+    let mut memory = vec![0u8; megabytes.saturating_mul(1 << 20)];
     touch(&mut memory);
-    format!("hog: allocated and touched {} bytes", memory.len())
+    Ok(format!("hog: allocated and touched {} bytes", memory.len()))
 }
 
 fn hog_try() -> String {
