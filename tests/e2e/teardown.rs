@@ -3,41 +3,18 @@
 //! coupled Plugs and Sockets goes away with its registry gone, and a Socket deleted while a
 //! Plug's `coupled` hook is in flight waits for that Plug to decouple.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use plugboard::crd::{Plug, Socket};
-use plugboard::oci::{self, RegistryAuth};
 use plugboard_tests::recorder::{Recorder, Reply};
 use plugboard_tests::registry::Registry;
 use plugboard_tests::scenario::{DEADLINE, Scenario, plug_condition, socket_condition};
 use plugboard_tests::wait_for;
 use serde_json::json;
 
-async fn component(name: &str) -> Vec<u8> {
-    let name = name.to_owned();
-    let path: PathBuf =
-        tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(&name))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{}", plugboard_tests::error_chain(&e)));
-    std::fs::read(path).unwrap()
-}
-
-async fn push(registry: &Registry, repo_tag: &str, bytes: &[u8]) -> String {
-    let image = registry.image(repo_tag);
-    oci::push_component(
-        &image,
-        bytes,
-        &RegistryAuth::Anonymous,
-        &registry.plain_http_hosts(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("push {image}: {e}"));
-    image
-}
+use crate::wasm::{component, push};
 
 /// The hooks the recorder component reported to `rec` under `path`, in order.
 fn reported(rec: &Recorder, path: &str) -> Vec<String> {

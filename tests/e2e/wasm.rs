@@ -11,7 +11,8 @@ use plugboard_tests::scenario::{Scenario, plug_condition, socket_condition};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-async fn component(name: &str) -> Vec<u8> {
+/// The bytes of a plugin built into a component (`plugins/<name>`).
+pub(crate) async fn component(name: &str) -> Vec<u8> {
     let name = name.to_owned();
     let path: PathBuf =
         tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(&name))
@@ -21,7 +22,8 @@ async fn component(name: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-async fn push(registry: &Registry, repo_tag: &str, bytes: &[u8]) -> String {
+/// Pushes a component to `registry` as `repo_tag`; returns the image reference.
+pub(crate) async fn push(registry: &Registry, repo_tag: &str, bytes: &[u8]) -> String {
     let image = registry.image(repo_tag);
     oci::push_component(
         &image,
