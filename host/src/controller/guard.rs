@@ -128,6 +128,34 @@ pub(crate) fn placeholder<K: Resource<DynamicType = ()> + DeserializeOwned>(
     .ok()
 }
 
+/// A controller of `K` fed by a [`watch`] of `api` (so one unreadable object never stops it),
+/// with a store of its own.
+pub(crate) fn controller<K>(
+    api: Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    recorder: Recorder,
+    placeholder: fn(ObjectMeta) -> Option<K>,
+    controller_config: kube::runtime::controller::Config,
+) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt as _;
+    let (reader, writer) = kube::runtime::reflector::store::<K>();
+    kube::runtime::Controller::for_stream(
+        kube::runtime::reflector::reflector(writer, watch(api, config, recorder, placeholder))
+            .applied_objects(),
+        reader,
+    )
+    .with_config(controller_config)
+}
+
 /// [`placeholder`] for a Plug, whose spec needs a Socket (an empty name: it wakes nothing).
 pub(crate) fn placeholder_plug(metadata: ObjectMeta) -> Option<crate::crd::Plug> {
     serde_json::from_value(serde_json::json!({

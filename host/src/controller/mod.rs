@@ -475,53 +475,29 @@ pub async fn run(
             instance: Some(options.instance.clone()),
         },
     );
-    let guarded =
-        |api, placeholder| guard::watch(api, wc.clone(), invalid_recorder.clone(), placeholder);
-    let (plug_reader, plug_writer) = reflector::store::<Plug>();
-    let plug_controller = controller::Controller::for_stream(
-        reflector::reflector(
-            plug_writer,
-            guarded(
-                scoped(&client, namespace.as_deref()),
-                guard::placeholder_plug,
-            ),
-        )
-        .applied_objects(),
-        plug_reader,
-    )
-    .with_config(controller::Config::default().concurrency(options.plug_concurrency));
-    let (socket_reader, socket_writer) = reflector::store::<Socket>();
-    let socket_controller = controller::Controller::for_stream(
-        reflector::reflector(
-            socket_writer,
-            guard::watch(
-                scoped(&client, namespace.as_deref()),
-                wc.clone(),
-                invalid_recorder.clone(),
-                guard::placeholder::<Socket>,
-            ),
-        )
-        .applied_objects(),
-        socket_reader,
-    )
-    .with_config(controller_config.clone());
+    let plug_controller = guard::controller(
+        scoped(&client, namespace.as_deref()),
+        wc.clone(),
+        invalid_recorder.clone(),
+        guard::placeholder_plug,
+        controller::Config::default().concurrency(options.plug_concurrency),
+    );
+    let socket_controller = guard::controller(
+        scoped(&client, namespace.as_deref()),
+        wc.clone(),
+        invalid_recorder.clone(),
+        guard::placeholder::<Socket>,
+        controller_config.clone(),
+    );
     // DeferredResources stand alone: nothing else wakes them, only their own changes and the
     // timers their reconciles set.
-    let (deferred_reader, deferred_writer) = reflector::store::<DeferredResource>();
-    let deferred_controller = controller::Controller::for_stream(
-        reflector::reflector(
-            deferred_writer,
-            guard::watch(
-                scoped(&client, namespace.as_deref()),
-                wc.clone(),
-                invalid_recorder.clone(),
-                guard::placeholder::<DeferredResource>,
-            ),
-        )
-        .applied_objects(),
-        deferred_reader,
-    )
-    .with_config(controller_config);
+    let deferred_controller = guard::controller(
+        scoped(&client, namespace.as_deref()),
+        wc.clone(),
+        invalid_recorder.clone(),
+        guard::placeholder::<DeferredResource>,
+        controller_config,
+    );
 
     // Each controller reads the other kind from a store fed by the very watch that wakes it,
     // so a reconcile woken by a change always sees that change.
@@ -539,8 +515,10 @@ pub async fn run(
     let (plugs, plug_writer) = reflector::store::<Plug>();
     let plug_events = reflector::reflector(
         plug_writer,
-        guarded(
+        guard::watch(
             scoped(&client, namespace.as_deref()),
+            wc.clone(),
+            invalid_recorder.clone(),
             guard::placeholder_plug,
         ),
     )
