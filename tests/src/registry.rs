@@ -353,13 +353,12 @@ fn spawn_server(config_path: &Path, log: &Path) -> Result<Supervised, RegistryEr
     })
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, below the ephemeral range (see
+/// [`plugboard_controlplane::free_port`]): the registry restarts on the same port.
 fn free_port() -> Result<u16, RegistryError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(RegistryError::io("bind", Path::new("127.0.0.1:0")))?;
-    let addr = listener.local_addr().map_err(RegistryError::io(
-        "read the address of",
-        Path::new("127.0.0.1:0"),
-    ))?;
-    Ok(addr.port())
+    plugboard_controlplane::free_port().map_err(|e| RegistryError::Io {
+        action: "find a free port on",
+        path: Path::new("127.0.0.1").to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }

@@ -54,7 +54,30 @@ pub struct ControlPlane {
     restarts: u32,
 }
 
-fn free_port() -> Result<u16, Error> {
+/// A free loopback port below Linux's ephemeral range (32768–60999), so a process restarted on
+/// the same port (the fault-injection tests restart the API server and etcd) can never find it
+/// taken by an outgoing connection's automatically chosen local port.
+pub fn free_port() -> Result<u16, Error> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20000;
+    const COUNT: u32 = 12000;
+    // Successive picks in one process differ; processes start at different offsets.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % COUNT;
+        let Ok(port) = u16::try_from(FIRST + offset) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").map_err(Error::io("bind", "127.0.0.1:0"))?;
     let port = listener
         .local_addr()

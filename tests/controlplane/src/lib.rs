@@ -19,7 +19,7 @@ mod error;
 pub mod pki;
 pub mod process;
 
-pub use cluster::{ControlPlane, ControlPlaneOptions};
+pub use cluster::{ControlPlane, ControlPlaneOptions, free_port};
 pub use env::{TestEnv, TestNamespace, install_crds};
 pub use error::Error;
 
