@@ -16,6 +16,7 @@ pub mod binaries;
 mod cluster;
 mod env;
 mod error;
+pub mod gotools;
 pub mod pki;
 pub mod process;
 
