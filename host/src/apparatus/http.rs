@@ -527,6 +527,8 @@ impl HttpApparatus {
             .tls_backend_preconfigured(tls_config())
             .connect_timeout(options.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would be judged instead of the target.
+            .no_proxy()
             .dns_resolver(egress.resolver())
             .user_agent(concat!("plugboard/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -190,6 +190,21 @@ pub enum Error {
         /// What went wrong.
         problem: String,
     },
+    /// A Secret with the result Secret's name exists and the Plug does not own it: plugboard
+    /// leaves it untouched.
+    #[error(
+        "Secret {namespace}/{name} exists but does not belong to Plug {namespace}/{plug}, so \
+         plugboard does not write the Plug's results into it; delete or rename that Secret \
+         (plugboard then creates its own)"
+    )]
+    ResultSecretNotOwned {
+        /// The namespace.
+        namespace: String,
+        /// The Secret's name (`<plug>-plugboard-result`).
+        name: String,
+        /// The Plug's name.
+        plug: String,
+    },
     /// Reading or acting on a Kubernetes object as the owner's ServiceAccount failed.
     #[error(transparent)]
     Object(Box<super::objects::ObjectError>),
@@ -238,6 +253,7 @@ impl Error {
             Error::Policy(_) => reasons::INVALID_POLICY,
             Error::Pod { source, .. } => source.reason(),
             Error::ResultKey { .. } => reasons::RESULT_INVALID,
+            Error::ResultSecretNotOwned { .. } => reasons::RESOURCE_NOT_OWNED,
             Error::Decouple { .. } => reasons::DECOUPLE_FAILED,
             Error::Template { .. } => reasons::TEMPLATE_INVALID,
             Error::Resource { .. } => reasons::RESOURCE_INVALID,

@@ -77,7 +77,7 @@ impl Retries {
 
 /// The delay after the `failures`-th consecutive failure: `min × 2^(failures-1)` capped at
 /// `max`, then scaled into `[½, 1]` of itself by `fraction` (in `[0, 1]`), never below `min`.
-fn backoff(failures: u32, min: Duration, max: Duration, fraction: f64) -> Duration {
+pub(super) fn backoff(failures: u32, min: Duration, max: Duration, fraction: f64) -> Duration {
     let max = max.max(min);
     let exponent = failures.saturating_sub(1).min(32);
     let full = min.saturating_mul(1u32 << exponent.min(31)).min(max);
@@ -86,7 +86,7 @@ fn backoff(failures: u32, min: Duration, max: Duration, fraction: f64) -> Durati
 }
 
 /// A random number in `[0, 1]`.
-fn random_fraction() -> f64 {
+pub(super) fn random_fraction() -> f64 {
     let mut bytes = [0u8; 4];
     // Jitter only: a failed read just means no spread.
     let _ = getrandom::fill(&mut bytes);

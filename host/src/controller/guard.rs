@@ -8,6 +8,15 @@
 //! logged and gets a Warning Event (`InvalidObject`), and is left out of the watch, so every
 //! other object keeps reconciling. (A later valid version is picked up as usual; its deletion
 //! is passed on as a deletion.)
+//!
+//! Every watch the operator opens also recovers quickly from an API server restart: it asks the
+//! server to end it after [`WATCH_TIMEOUT_SECS`] (kube-runtime then treats a watch that stays
+//! silent 5 s longer as dead), so a watch opened while the API server was starting, which may
+//! never deliver an event, is replaced within about half a minute instead of the default
+//! 290 s; and a failed watch is re-opened after [`WatchBackoff`] (0.5 s doubling to 10 s, with
+//! jitter) rather than kube-runtime's default of up to 30 s.
+
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -21,6 +30,65 @@ use serde::de::DeserializeOwned;
 /// The Event reason of an object that cannot be read.
 pub(crate) const INVALID_OBJECT: &str = "InvalidObject";
 
+/// How long the API server keeps one watch request open, in seconds. Re-opening a watch from
+/// its last resource version is cheap (bookmarks keep the version fresh), and a silent watch
+/// lasts at most this plus kube-runtime's 5 s margin.
+pub(crate) const WATCH_TIMEOUT_SECS: u32 = 30;
+/// The first pause before re-opening a failed watch.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest pause before re-opening a failed watch.
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A watch that has not failed for this long starts its backoff over.
+const WATCH_BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+/// The configuration of every watch: `base` with the operator's watch timeout.
+pub(crate) fn watch_config(base: watcher::Config) -> watcher::Config {
+    base.timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// The pause before re-opening a failed watch: [`WATCH_BACKOFF_MIN`] doubling per consecutive
+/// failure up to [`WATCH_BACKOFF_MAX`], each between half and all of that (jitter, so many
+/// watches do not return at once), starting over after a success or [`WATCH_BACKOFF_RESET`]
+/// without failures.
+#[derive(Debug, Default)]
+pub(crate) struct WatchBackoff {
+    failures: u32,
+    last: Option<Instant>,
+}
+
+impl WatchBackoff {
+    fn delay(&mut self, now: Instant, fraction: f64) -> Duration {
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) > WATCH_BACKOFF_RESET)
+        {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.last = Some(now);
+        super::fairness::backoff(
+            self.failures,
+            WATCH_BACKOFF_MIN,
+            WATCH_BACKOFF_MAX,
+            fraction,
+        )
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.delay(Instant::now(), super::fairness::random_fraction()))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// A watch of `K` in which objects that do not decode are reported and left out.
 /// `placeholder` makes a stand-in with an invalid object's metadata, to pass its deletion on.
 pub(crate) fn watch<K>(
@@ -33,8 +101,8 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     use kube::runtime::WatchStreamExt as _;
-    kube::runtime::watcher(api, config)
-        .default_backoff()
+    kube::runtime::watcher(api, watch_config(config))
+        .backoff(WatchBackoff::default())
         .filter_map(move |event| {
             let recorder = recorder.clone();
             async move {
@@ -171,6 +239,35 @@ pub(crate) fn placeholder_plug(metadata: ObjectMeta) -> Option<crate::crd::Plug>
 mod tests {
     use super::*;
     use crate::crd::Plug;
+
+    #[test]
+    fn watch_backoff_doubles_to_ten_seconds_and_starts_over() {
+        let mut backoff = WatchBackoff::default();
+        let t0 = Instant::now();
+        let full: Vec<Duration> = (0..7)
+            .map(|i| backoff.delay(t0 + Duration::from_secs(i), 1.0))
+            .collect();
+        let ms: Vec<u128> = full.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 8000, 10000, 10000]);
+        // Jitter keeps a delay between half and all of it.
+        let half = backoff.delay(t0 + Duration::from_secs(8), 0.0);
+        assert_eq!(half, Duration::from_secs(5));
+        // A minute without failures, or a success (reset), starts over.
+        assert_eq!(
+            backoff.delay(t0 + Duration::from_secs(100), 1.0),
+            WATCH_BACKOFF_MIN
+        );
+        backoff.delay(t0 + Duration::from_secs(101), 1.0);
+        kube::runtime::utils::Backoff::reset(&mut backoff);
+        assert_eq!(
+            backoff.delay(t0 + Duration::from_secs(102), 1.0),
+            WATCH_BACKOFF_MIN
+        );
+        assert_eq!(
+            watch_config(watcher::Config::default()).timeout,
+            Some(WATCH_TIMEOUT_SECS)
+        );
+    }
 
     #[test]
     fn an_object_the_types_cannot_read_is_left_out_and_its_deletion_passed_on() {

@@ -17,6 +17,7 @@ mod plan;
 mod plug;
 mod pods;
 mod render;
+mod result;
 mod seed;
 mod socket;
 mod sources;
@@ -123,8 +124,8 @@ pub struct Options {
     /// Apparatus pods: how long to wait for readiness, how to reach them, how often idle ones
     /// are looked for.
     pub pods: PodOptions,
-    /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect, besides the
-    /// built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
+    /// Where HTTP apparatus endpoints, WebAssembly `host.send` and registry pulls (registry,
+    /// token service, redirects) may connect, besides the built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
     pub egress: EgressOptions,
 }
 
@@ -284,6 +285,8 @@ impl Context {
         store_options.plain_http_hosts = options.plain_http_registries.clone();
         store_options.max_layer_bytes = options.wasm.max_component_bytes;
         store_options.max_manifest_bytes = options.max_manifest_bytes;
+        // Registries are chosen by tenants: pulls connect only where the policy permits.
+        store_options.egress = egress.clone();
         let oci =
             ComponentStore::open(store_options).map_err(|e| Error::HttpSetup(e.to_string()))?;
         let wasm = Arc::new(
@@ -569,10 +572,14 @@ pub async fn run(
     // A Namespace label change can change who may couple: wake the Plugs in it.
     let plug_controller = if namespace.is_none() {
         let plugs_in_ns = plug_primary.clone();
-        plug_controller.watches(
-            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            move |ns| {
+        plug_controller.watches_stream(
+            watcher(
+                Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()),
+                guard::watch_config(watcher::Config::default()),
+            )
+            .backoff(guard::WatchBackoff::default())
+            .touched_objects(),
+            move |ns: k8s_openapi::api::core::v1::Namespace| {
                 let name = ns.name_any();
                 plugs_in_ns
                     .state()
@@ -621,9 +628,11 @@ pub async fn run(
         pods_writer,
         watcher(
             scoped::<k8s_openapi::api::core::v1::Pod>(&client, namespace.as_deref()),
-            watcher::Config::default().labels(crate::apparatus::pod::OWNER_UID_LABEL),
+            guard::watch_config(
+                watcher::Config::default().labels(crate::apparatus::pod::OWNER_UID_LABEL),
+            ),
         )
-        .default_backoff(),
+        .backoff(guard::WatchBackoff::default()),
     );
     let plugs_for_reaper = plugs.clone();
     // The ServiceAccounts that opted in to impersonation (metadata only, selected by label):
@@ -636,9 +645,9 @@ pub async fn run(
         opt_in_writer,
         watcher(
             scoped::<PartialObjectMeta<ServiceAccount>>(&client, namespace.as_deref()),
-            watcher::Config::default().labels(&optin::selector()),
+            guard::watch_config(watcher::Config::default().labels(&optin::selector())),
         )
-        .default_backoff(),
+        .backoff(guard::WatchBackoff::default()),
     )
     .touched_objects();
     let (plug_sa_tx, plug_sa_rx) = futures::channel::mpsc::channel(256);

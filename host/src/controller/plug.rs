@@ -557,7 +557,7 @@ async fn store_results(
     let current = status.result.as_ref();
     if current.is_none_or(|r| r.secret_name != name || r.checksum.as_deref() != Some(sum.as_str()))
     {
-        write::result_secret(ctx, plug, &name, plug_result, socket_result).await?;
+        super::result::write(ctx, plug, &name, plug_result, socket_result).await?;
     }
     status.result = Some(ResultRef {
         secret_name: name,

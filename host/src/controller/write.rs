@@ -1,13 +1,10 @@
 //! Every write the operator makes: status (server-side apply, only when it changed), finalizers
-//! (JSON patch guarded by a test of the current list), result Secrets, and Events.
+//! (JSON patch guarded by a test of the current list), and Events. Result Secrets are in
+//! [`super::result`].
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt as _};
 use serde::Serialize;
@@ -15,7 +12,6 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{Context, Error, FIELD_MANAGER, FINALIZER};
-use crate::engine::Values;
 use crate::metrics::Metrics;
 
 fn api<K>(ctx: &Context, obj: &K) -> Api<K>
@@ -173,87 +169,6 @@ pub(crate) async fn event<K: Resource<DynamicType = ()>>(
     match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         Ok(()) => Metrics::inc(&ctx.metrics.events),
         Err(error) => tracing::warn!(%error, reason, "failed to publish an Event"),
-    }
-}
-
-/// Writes the result Secret owned by `owner`: keys `plug.<key>` and `socket.<key>`.
-pub(crate) async fn result_secret<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    owner: &K,
-    name: &str,
-    plug: &Values,
-    socket: &Values,
-) -> Result<(), Error> {
-    let namespace = owner.namespace().unwrap_or_default();
-    let mut data = BTreeMap::new();
-    for (prefix, values) in [("plug", plug), ("socket", socket)] {
-        for (k, v) in values {
-            data.insert(format!("{prefix}.{k}"), ByteString(v.clone().into_bytes()));
-        }
-    }
-    let mut labels = BTreeMap::from([(
-        "app.kubernetes.io/managed-by".to_owned(),
-        "plugboard".to_owned(),
-    )]);
-    let owner_name = owner.name_any();
-    if owner_name.len() <= 63 {
-        labels.insert("plugboard.dev/plug".to_owned(), owner_name.clone());
-    }
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.clone()),
-            labels: Some(labels),
-            owner_references: Some(vec![OwnerReference {
-                api_version: K::api_version(&()).into_owned(),
-                kind: K::kind(&()).into_owned(),
-                name: owner_name,
-                uid: owner.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(data),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(|source| Error::Api {
-            action: "write the result Secret",
-            what: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        })?;
-    Metrics::inc(&ctx.metrics.secret_writes);
-    Ok(())
-}
-
-/// Deletes a result Secret; a missing one is fine.
-pub(crate) async fn delete_result_secret(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<(), Error> {
-    match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .delete(name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {
-            Metrics::inc(&ctx.metrics.secret_writes);
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(source) => Err(Error::Api {
-            action: "delete the result Secret",
-            what: format!("{namespace}/{name}"),
-            source: Box::new(source),
-        }),
     }
 }
 

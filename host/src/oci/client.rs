@@ -1,5 +1,5 @@
-//! The registry client (`oci-client`) as this module uses it, and the translation of its
-//! errors into [`OciError`].
+//! The `oci-client` registry client as pushes use it (tests and tooling; pulls use [`super::pull`]
+//! under the egress policy), and the translation of its errors into [`OciError`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,16 +105,6 @@ pub(crate) fn translate(
         registry: image.registry().to_owned(),
         action,
         source: Arc::new(error),
-    }
-}
-
-/// The digest verification failure inside a blob stream's I/O error, if that is what it is.
-pub(crate) fn stream_digest_mismatch(error: &std::io::Error) -> Option<(String, String)> {
-    match error.get_ref()?.downcast_ref::<DigestError>()? {
-        DigestError::VerificationError { expected, actual } => {
-            Some((expected.clone(), actual.clone()))
-        }
-        _ => None,
     }
 }
 

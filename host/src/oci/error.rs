@@ -127,6 +127,21 @@ pub enum OciError {
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
+    /// The operator's egress policy refused a connection the pull needed: to the registry,
+    /// its token service, or a redirect target. Nothing was sent there.
+    #[error(
+        "cannot pull {image}: a connection for registry {registry} was refused, and nothing \
+         (no credentials) was sent"
+    )]
+    EgressDenied {
+        /// The registry host, as written in the reference.
+        registry: String,
+        /// The image reference.
+        image: String,
+        /// What was refused (host, address) and why, with the flags that change it.
+        #[source]
+        source: crate::egress::EgressDenied,
+    },
     /// The on-disk cache failed.
     #[error(
         "failed to {action} {path} in the component cache: check the cache directory's space and permissions"
@@ -180,6 +195,7 @@ impl OciError {
             OciError::NotAComponent { .. } => "NotAComponent",
             OciError::TooLarge { .. } => "ImageTooLarge",
             OciError::Transport { .. } => "RegistryUnavailable",
+            OciError::EgressDenied { .. } => crate::crd::conditions::reasons::EGRESS_DENIED,
             OciError::Cache { .. } => "ComponentCacheError",
         }
     }

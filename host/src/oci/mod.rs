@@ -19,13 +19,23 @@
 //! fetch runs in an `oci.fetch` span carrying the image reference; credentials never appear in
 //! spans, logs or errors.
 //!
-//! [`push_component`] and [`push_artifact`] write artifacts, for tests and tooling.
+//! Registries are chosen by tenants, so pulls speak the OCI distribution protocol on
+//! plugboard's own HTTP client (`pull`), under the operator's egress policy
+//! ([`StoreOptions::egress`]): registry, token service and redirect targets are judged on the
+//! addresses they resolve to at connect time, and a refused one fails the fetch with
+//! [`OciError::EgressDenied`] before anything (credentials included) is sent. Manifests and
+//! token answers are read as streams within [`StoreOptions::max_manifest_bytes`].
+//!
+//! [`push_component`] and [`push_artifact`] write artifacts, for tests and tooling (with
+//! `oci-client`, outside the egress policy: they are not driven by tenants).
 
 mod auth;
 mod cache;
+mod challenge;
 mod client;
 mod error;
 pub mod media;
+mod pull;
 mod push;
 mod reference;
 
@@ -36,9 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use futures::future::{BoxFuture, FutureExt as _, Shared};
-use oci_client::manifest::OciDescriptor;
 use sha2::{Digest as _, Sha256};
 use tracing::Instrument as _;
 
@@ -47,19 +55,21 @@ pub use error::{Missing, OciError};
 pub use push::{push_artifact, push_component};
 pub use reference::ImageRef;
 
+use crate::egress::EgressPolicy;
 use cache::BlobCache;
 use media::ComponentLayer;
+use pull::PullClient;
 
 /// Limits and settings of a [`ComponentStore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The cache directory. One process per directory.
     pub root: PathBuf,
     /// The largest component layer accepted, in bytes. Default 64 MiB.
     pub max_layer_bytes: u64,
-    /// The largest manifest accepted, in bytes. Default 4 MiB (the distribution server's own
-    /// limit). `oci-client` reads a manifest whole before this is checked; the read timeout
-    /// and [`StoreOptions::fetch_timeout`] bound what a hostile registry can send.
+    /// The largest manifest (and token service answer) accepted, in bytes. Default 4 MiB (the
+    /// distribution server's own limit). Read as a stream and refused as soon as it is
+    /// announced or seen to be larger.
     pub max_manifest_bytes: u64,
     /// The bound of the cache's total size, in bytes; least recently used blobs are evicted
     /// beyond it. Default 1 GiB. Keep it several times `max_layer_bytes`.
@@ -73,6 +83,10 @@ pub struct StoreOptions {
     pub read_timeout: Duration,
     /// How long one whole fetch may take. Default 5 min.
     pub fetch_timeout: Duration,
+    /// Where pulls may connect: every registry, token service and redirect target is judged
+    /// on its resolved address at connect time. Default [`EgressPolicy::default`] (loopback,
+    /// link-local and the in-cluster API server names refused).
+    pub egress: EgressPolicy,
 }
 
 impl StoreOptions {
@@ -87,6 +101,7 @@ impl StoreOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(300),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -142,9 +157,8 @@ impl fmt::Debug for ComponentStore {
 struct Inner {
     options: StoreOptions,
     cache: BlobCache,
-    /// One client per registry and credentials: `oci-client` remembers the first credentials
-    /// it sees per registry, so clients are never shared between credentials.
-    clients: Mutex<HashMap<(String, RegistryAuth), oci_client::Client>>,
+    /// The registry client (under the egress policy), shared by every fetch.
+    puller: PullClient,
     inflight: Mutex<HashMap<FetchKey, (u64, SharedFetch)>>,
     next_fetch: AtomicU64,
     manifest_pulls: AtomicU64,
@@ -162,18 +176,27 @@ struct FetchKey {
     auth: RegistryAuth,
 }
 
-/// Client cache entries beyond which the cache starts over (credentials rotate).
-const MAX_CLIENTS: usize = 64;
-
 impl ComponentStore {
     /// Opens the store, creating its cache directory and trimming the cache to its bound.
     pub fn open(options: StoreOptions) -> Result<Self, OciError> {
         let cache = BlobCache::open(&options.root, options.max_cache_bytes)?;
+        let puller = PullClient::new(
+            options.egress.clone(),
+            options.plain_http_hosts.clone(),
+            options.connect_timeout,
+            options.read_timeout,
+            options.max_manifest_bytes,
+        )
+        .map_err(|e| OciError::Transport {
+            registry: "(any)".to_owned(),
+            action: "set up a client for",
+            source: Arc::new(e),
+        })?;
         Ok(ComponentStore {
             inner: Arc::new(Inner {
                 options,
                 cache,
-                clients: Mutex::new(HashMap::new()),
+                puller,
                 inflight: Mutex::new(HashMap::new()),
                 next_fetch: AtomicU64::new(0),
                 manifest_pulls: AtomicU64::new(0),
@@ -324,39 +347,26 @@ impl Inner {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(fetched);
         }
-        let client = self.client(image, auth)?;
-        let manifest_missing = match (image.digest(), image.tag()) {
-            (Some(digest), _) => Missing::Manifest(digest.to_owned()),
-            (None, tag) => Missing::Tag(tag.unwrap_or_default().to_owned()),
-        };
+        let mut pull = self.puller.pull(image, auth)?;
         self.manifest_pulls.fetch_add(1, Ordering::Relaxed);
-        // oci-client has checked the body against a pinned digest and against the registry's
-        // Docker-Content-Digest header; the digest recorded is the body's own sha256.
-        let (manifest, _) = client
-            .pull_manifest_raw(
-                image.oci(),
-                &auth.to_oci(),
-                &media::ACCEPTED_MANIFEST_MEDIA_TYPES,
-            )
-            .await
-            .map_err(|e| client::translate(e, image, auth, manifest_missing, "pull from"))?;
-        let limit = self.options.max_manifest_bytes;
-        if manifest.len() as u64 > limit {
-            return Err(OciError::TooLarge {
-                image: image.to_string(),
-                what: "manifest",
-                size: manifest.len() as u64,
-                limit,
-            });
-        }
+        let pull::Manifest {
+            body: manifest,
+            announced_digest,
+        } = pull.manifest().await?;
+        // The digest recorded is the body's own sha256; it must match a pinned digest and
+        // what the registry announced.
         let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
-        if let Some(pinned) = image.digest()
-            && pinned != manifest_digest
+        let expected = image
+            .digest()
+            .map(str::to_owned)
+            .or(announced_digest.filter(|d| d.starts_with("sha256:")));
+        if let Some(expected) = expected
+            && expected != manifest_digest
         {
             return Err(OciError::DigestMismatch {
                 image: image.to_string(),
                 what: "manifest",
-                expected: pinned.to_owned(),
+                expected,
                 actual: manifest_digest,
             });
         }
@@ -367,7 +377,7 @@ impl Inner {
                 self.cache_hits.fetch_add(1, Ordering::Relaxed);
                 (path, true)
             }
-            None => (self.download(&client, image, auth, &layer).await?, false),
+            None => (self.download(&mut pull, image, &layer).await?, false),
         };
         // The manifest goes in only with its layer, so that a pinned reference found in the
         // cache always has everything it needs.
@@ -419,9 +429,8 @@ impl Inner {
     /// Downloads, checks and caches the layer; nothing is cached unless every check passes.
     async fn download(
         &self,
-        client: &oci_client::Client,
+        pull: &mut pull::Pull<'_>,
         image: &ImageRef,
-        auth: &RegistryAuth,
         layer: &ComponentLayer,
     ) -> Result<PathBuf, OciError> {
         self.layer_downloads.fetch_add(1, Ordering::Relaxed);
@@ -432,45 +441,18 @@ impl Inner {
             size,
             limit,
         };
-        let transport = |e: std::io::Error| OciError::Transport {
-            registry: image.registry().to_owned(),
-            action: "download a layer from",
-            source: Arc::new(e),
-        };
-        let descriptor = OciDescriptor {
-            media_type: media::WASM_LAYER_MEDIA_TYPE.to_owned(),
-            digest: layer.digest.clone(),
-            size: i64::try_from(layer.size).unwrap_or(i64::MAX),
-            ..OciDescriptor::default()
-        };
-        let mut stream = client
-            .pull_blob_stream(image.oci(), &descriptor)
-            .await
-            .map_err(|e| {
-                let missing = Missing::Layer(layer.digest.clone());
-                client::translate(e, image, auth, missing, "download a layer from")
-            })?;
-        if let Some(length) = stream.content_length
+        let mut response = pull.blob(&layer.digest).await?;
+        if let Some(length) = response.content_length()
             && length > limit
         {
             return Err(too_large(length));
         }
         let mut writer = self.cache.writer().await?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    return Err(match client::stream_digest_mismatch(&e) {
-                        Some((expected, actual)) => OciError::DigestMismatch {
-                            image: image.to_string(),
-                            what: "layer",
-                            expected,
-                            actual,
-                        },
-                        None => transport(e),
-                    });
-                }
-            };
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| pull.transport("download a layer from", e))?
+        {
             let size = writer.len() + chunk.len() as u64;
             if size > limit {
                 return Err(too_large(size));
@@ -494,35 +476,16 @@ impl Inner {
         }
         self.cache.commit(writer).await
     }
-
-    fn client(
-        &self,
-        image: &ImageRef,
-        auth: &RegistryAuth,
-    ) -> Result<oci_client::Client, OciError> {
-        let key = (image.api_registry().to_owned(), auth.clone());
-        let mut clients = lock(&self.clients);
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
-        }
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
-        }
-        let client = client::build(
-            image.registry(),
-            &self.options.plain_http_hosts,
-            self.options.connect_timeout,
-            self.options.read_timeout,
-        )?;
-        clients.insert(key, client.clone());
-        Ok(client)
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps hold no invariant a panicking holder could break halfway.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]
+mod pull_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected values")]

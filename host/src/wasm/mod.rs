@@ -351,6 +351,8 @@ impl WasmRuntime {
             .tls_backend_preconfigured(crate::apparatus::http::tls_config())
             .timeout(options.http_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would be judged instead of the target.
+            .no_proxy()
             .dns_resolver(egress.resolver())
             .build()
             .map_err(setup)?;

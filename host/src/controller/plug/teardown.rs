@@ -165,10 +165,11 @@ pub(super) async fn decouple(
             .await?;
         }
     }
-    write::delete_result_secret(
+    super::super::result::delete(
         ctx,
         &plug.namespace().unwrap_or_default(),
         &sources::result_secret_name(plug),
+        &plug.uid().unwrap_or_default(),
     )
     .await?;
     status.coupled_socket = None;
