@@ -246,3 +246,99 @@ async fn wasm_send_to_a_denied_address_is_refused() {
     assert!(!message.contains("s3cr3t-token"), "{message}");
     assert!(message.contains("[redacted]"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_on_a_denied_address_is_refused_and_gets_no_credentials() {
+    use k8s_openapi::ByteString;
+
+    let registry = Registry::start_with_auth("puller", "s3cret-pull")
+        .await
+        .unwrap();
+    let image = registry.image("plugboard/denied:1");
+    let mut sc = Scenario::new("egress-registry").await;
+    let cache = tempfile::tempdir().unwrap();
+    sc.options.cache_dir = cache.path().to_owned();
+    sc.options.plain_http_registries = registry.plain_http_hosts();
+    // The operator's default: loopback refused, registries included.
+    sc.options.egress = EgressOptions::default();
+    sc.start().await;
+    let ns = sc.ns.name().to_owned();
+    // A readable pull secret: the credentials would be sent if the registry were reached.
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("registry-creds".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_owned(),
+                ByteString(registry.docker_config_json()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    sc.api::<Secret>(&ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        verbs: vec!["get".into()],
+        ..Default::default()
+    };
+    sc.grant(&ns, "default", "read-pull-secret", vec![rule])
+        .await;
+    sc.socket(
+        &ns,
+        "db",
+        json!({"apparatus": {"wasm": {"image": image, "pullSecrets": [{"name": "registry-creds"}]}}}),
+    )
+    .await;
+
+    let socket = sc.wait_socket_reason(&ns, "db", "EgressDenied").await;
+    let message = ready_message(&socket);
+    for expected in [
+        format!("cannot pull {image}"),
+        format!("registry {}", registry.host()),
+        "refuses 127.0.0.1: it is a loopback address".to_owned(),
+        "--egress-allow".to_owned(),
+    ] {
+        assert!(message.contains(&expected), "{expected:?} in {message}");
+    }
+    assert!(!message.contains("s3cret-pull"), "{message}");
+    let warning = sc.wait_warning(&ns, "EgressDenied", Some("db")).await;
+    let note = warning.message.unwrap_or_default();
+    assert!(note.contains("refuses 127.0.0.1"), "{note}");
+
+    // Nothing reached the registry. A request made afterwards is in its access log once
+    // logged; any earlier one would be logged before it.
+    registry
+        .get_status("/v2/control/x/manifests/1")
+        .await
+        .unwrap();
+    plugboard_tests::wait_for(
+        "the control request in the access log",
+        std::time::Duration::from_secs(10),
+        || {
+            let seen = registry.count_requests("/v2/control/");
+            async move {
+                if seen >= 1 {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        registry.count_requests("/v2/plugboard/denied"),
+        0,
+        "{}",
+        registry.log()
+    );
+}

@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use plugboard::egress::{EgressOptions, EgressPolicy};
 use plugboard::oci::media::{
     LEGACY_WASM_CONFIG_MEDIA_TYPE, LEGACY_WASM_LAYER_MEDIA_TYPES, WASM_CONFIG_MEDIA_TYPE,
 };
@@ -56,6 +57,8 @@ fn store_with(
     let dir = tempfile::tempdir().unwrap();
     let mut options = StoreOptions::new(dir.path().join("cache"));
     options.plain_http_hosts = registry.plain_http_hosts();
+    // The registry listens on loopback, which the default egress policy refuses.
+    options.egress = EgressPolicy::new(EgressOptions::default().allowing_loopback());
     tune(&mut options);
     (ComponentStore::open(options).unwrap(), dir)
 }
@@ -642,4 +645,144 @@ async fn invalid_references_are_refused_before_any_request() {
     assert!(err.to_string().contains("name the registry explicitly"));
     assert_eq!(err.reason(), "InvalidImageReference");
     assert_eq!(store.stats().manifest_pulls, 0);
+}
+
+#[tokio::test]
+async fn a_registry_the_egress_policy_refuses_gets_no_request_and_no_credentials() {
+    let registry = Registry::start_with_auth("robot", "s3cret").await.unwrap();
+    let credentials =
+        auth_from_docker_config(&registry.docker_config_json(), registry.host()).unwrap();
+    push_component(
+        &registry.image("private:1"),
+        &component("denied", 0),
+        &credentials,
+        &registry.plain_http_hosts(),
+    )
+    .await
+    .unwrap();
+    let port = registry.host().rsplit(':').next().unwrap().to_owned();
+    for (name, image, egress) in [
+        // The default policy: loopback refused.
+        (
+            "default",
+            registry.image("denied/private:1"),
+            EgressOptions::default(),
+        ),
+        // An operator deny entry for the very address, over the loopback allowance.
+        (
+            "deny entry",
+            registry.image("denied/private:1"),
+            EgressOptions {
+                deny: vec!["127.0.0.1/32".parse().unwrap()],
+                ..EgressOptions::default().allowing_loopback()
+            },
+        ),
+        // An allowed name that resolves (like a rebinding DNS server) to the refused address.
+        (
+            "rebound name",
+            format!("registry.rebind.test:{port}/denied/private:1"),
+            EgressOptions {
+                allow: vec!["registry.rebind.test".parse().unwrap()],
+                deny_unlisted: true,
+                static_hosts: [(
+                    "registry.rebind.test".to_owned(),
+                    vec!["127.0.0.1".parse().unwrap()],
+                )]
+                .into(),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let (store, _dir) = store_with(&registry, |o| {
+            o.egress = EgressPolicy::new(egress);
+            o.plain_http_hosts
+                .push(format!("registry.rebind.test:{port}"));
+        });
+        let err = store.fetch(&image, &credentials).await.unwrap_err();
+        let OciError::EgressDenied { source, .. } = &err else {
+            panic!("{name}: expected EgressDenied, got {err:?}");
+        };
+        let refusal = source.to_string();
+        assert!(refusal.contains("127.0.0.1"), "{name}: {refusal}");
+        assert!(refusal.contains("--egress-allow"), "{name}: {refusal}");
+        assert_eq!(err.reason(), "EgressDenied");
+        assert!(!err.to_string().contains("s3cret"));
+        assert_eq!(store.stats().layer_downloads, 0);
+    }
+    // Nothing reached the registry, so no credentials did. A control pull that is allowed
+    // reaches it afterwards: once its request is in the access log, so would be any earlier one.
+    let (store, _dir) = store(&registry);
+    store
+        .fetch(&registry.image("control/private:1"), &credentials)
+        .await
+        .unwrap_err();
+    plugboard_tests::wait_for(
+        "the control pull in the access log",
+        std::time::Duration::from_secs(10),
+        || {
+            let seen = registry.count_requests("/v2/control/private/");
+            async move {
+                if seen >= 1 {
+                    Ok(())
+                } else {
+                    Err("not yet".to_owned())
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        registry.count_requests("/v2/denied/"),
+        0,
+        "{}",
+        registry.log()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_manifest_from_the_registry_is_refused_before_it_is_read() {
+    let registry = registry().await;
+    // A valid manifest padded with a large annotation, well past the limit below.
+    let bytes = component("huge-manifest", 0);
+    push(&registry, "huge:1", &bytes).await;
+    let manifest_digest = {
+        let (store, _dir) = store(&registry);
+        store
+            .fetch(&registry.image("huge:1"), &RegistryAuth::Anonymous)
+            .await
+            .unwrap()
+            .manifest_digest
+    };
+    let stored = registry.blob_data_path(&manifest_digest);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    manifest["annotations"] = serde_json::json!({"padding": "x".repeat(2 << 20)});
+    std::fs::write(&stored, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let (store, _dir) = store_with(&registry, |o| o.max_manifest_bytes = 64 * 1024);
+    let err = store
+        .fetch(
+            &registry.image(&format!("huge@{manifest_digest}")),
+            &RegistryAuth::Anonymous,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OciError::TooLarge {
+                what: "manifest",
+                limit: 65536,
+                size,
+                ..
+            } if size > 65536
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("raise the operator's limit"),
+        "{err}"
+    );
+    assert_eq!(store.stats().layer_downloads, 0);
 }

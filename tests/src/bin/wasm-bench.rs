@@ -110,6 +110,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dir = tempfile::tempdir()?;
             let store_options = || {
                 let mut o = StoreOptions::new(dir.path().join("oci"));
+                // The registry listens on loopback, which the default egress policy refuses.
+                o.egress = plugboard::egress::EgressPolicy::new(
+                    plugboard::egress::EgressOptions::default().allowing_loopback(),
+                );
                 o.plain_http_hosts = registry.plain_http_hosts();
                 o
             };
