@@ -127,7 +127,10 @@ async fn an_allowed_name_rebound_to_a_denied_address_is_refused() {
     assert!(rec.calls().is_empty(), "the rebound name reached loopback");
 }
 
-async fn adversary_image(registry: &Registry) -> String {
+/// Pushes the adversary component and puts it, pinned by digest, in the component cache at
+/// `cache_dir` (the operator's `--cache-dir`): the registry listens on loopback, which the
+/// policy under test refuses, and a cached pinned reference needs no registry.
+async fn adversary_image(registry: &Registry, cache_dir: &std::path::Path) -> String {
     let path: PathBuf =
         tokio::task::spawn_blocking(|| plugboard_tests::plugins::component("adversary"))
             .await
@@ -135,7 +138,7 @@ async fn adversary_image(registry: &Registry) -> String {
             .unwrap_or_else(|e| panic!("{}", plugboard_tests::error_chain(&e)));
     let bytes = std::fs::read(path).unwrap();
     let image = registry.image("plugboard/adversary:egress");
-    oci::push_component(
+    let digest = oci::push_component(
         &image,
         &bytes,
         &RegistryAuth::Anonymous,
@@ -143,15 +146,25 @@ async fn adversary_image(registry: &Registry) -> String {
     )
     .await
     .unwrap_or_else(|e| panic!("push {image}: {e}"));
-    image
+    let pinned = registry.image(&format!("plugboard/adversary@{digest}"));
+    let mut options = oci::StoreOptions::new(cache_dir.join("oci"));
+    options.plain_http_hosts = registry.plain_http_hosts();
+    options.egress =
+        plugboard::egress::EgressPolicy::new(EgressOptions::default().allowing_loopback());
+    oci::ComponentStore::open(options)
+        .unwrap()
+        .fetch(&pinned, &RegistryAuth::Anonymous)
+        .await
+        .unwrap_or_else(|e| panic!("fetch {pinned}: {e}"));
+    pinned
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasm_send_to_a_denied_address_is_refused() {
     let registry = Registry::start().await.unwrap();
-    let image = adversary_image(&registry).await;
-    let mut sc = Scenario::new("egress-wasm").await;
     let cache = tempfile::tempdir().unwrap();
+    let image = adversary_image(&registry, cache.path()).await;
+    let mut sc = Scenario::new("egress-wasm").await;
     sc.options.cache_dir = cache.path().to_owned();
     sc.options.plain_http_registries = registry.plain_http_hosts();
     // Default policy (loopback refused), plus a name that resolves to loopback.

@@ -26,10 +26,10 @@ const OUTAGE_WINDOW_MS: std::ops::Range<u64> = 50..1500;
 const REGISTRY_SOCKETS_ENV: &str = "PLUGBOARD_FAULT_REGISTRY_SOCKETS";
 /// Registry outages per run.
 const REGISTRY_OUTAGES: usize = 2;
-/// How long a phase may take to converge after the API server is back. Generous on purpose:
-/// a watch opened while the API server starts can stay silent until its server-side timeout
-/// (290 s in kube-runtime's watcher), and Plug changes made meanwhile are only noticed by the
-/// periodic recheck (120 s) or when that watch ends. The figures print the actual time.
+/// How long a phase may take to converge after the API server is back. Generous on purpose (a
+/// loaded machine): a watch opened while the API server starts can stay silent, and Plug changes
+/// made meanwhile are noticed when that watch ends — the operator's watches end after 30 s (35 s
+/// for a silent one), no longer kube-runtime's default 290 s. The figures print the actual time.
 const CONVERGE: Duration = Duration::from_secs(330);
 
 /// Retries `op` until the API server answers it (it may be down for a while).

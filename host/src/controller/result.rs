@@ -3,8 +3,9 @@
 //!
 //! The name is predictable, so someone may have created a Secret of that name first (by
 //! mistake, or to have the operator overwrite or delete it). The operator may create, patch and
-//! delete Secrets but not read them, so it learns an existing Secret's owners from a dry-run
-//! server-side apply that changes nothing, and then writes or deletes only with a precondition
+//! delete Secrets but not read them, so it learns an existing Secret's owners from a dry-run of an
+//! empty merge patch (which changes nothing, and unlike an apply never creates: a missing Secret
+//! is a 404, also in a namespace being deleted), and then writes or deletes only with a precondition
 //! on what it saw (its `resourceVersion` or `uid`), so a Secret swapped in between is never
 //! touched either. A Secret the Plug does not own is left intact: writing the results fails
 //! with [`Error::ResultSecretNotOwned`] (a condition and a Warning Event saying what to do),
@@ -23,16 +24,13 @@ use super::{Context, Error, FIELD_MANAGER};
 use crate::engine::Values;
 use crate::metrics::Metrics;
 
-/// Field manager of the dry-run apply that reads a Secret's owners (it never writes).
-const CHECK_MANAGER: &str = "plugboard-result-check";
-
-/// What a dry-run apply of nothing says about the Secret `name`: its owners and versions.
+/// What a dry-run empty merge patch says about the Secret `name`: its owners and versions (a
+/// 404 when it does not exist).
 async fn look(api: &Api<Secret>, name: &str) -> Result<Secret, kube::Error> {
-    let nothing = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}});
     api.patch(
         name,
-        &PatchParams::apply(CHECK_MANAGER).dry_run(),
-        &Patch::Apply(&nothing),
+        &PatchParams::default().dry_run(),
+        &Patch::Merge(json!({})),
     )
     .await
 }
@@ -153,11 +151,10 @@ pub(crate) async fn delete(
         Err(source) => return Err(api_error("check the owner of the result Secret")(source)),
     };
     if !owned_by(&existing, owner_uid) {
-        // Not ours (or not there: a dry run of a missing Secret shows no owners).
-        tracing::debug!(
+        tracing::warn!(
             namespace,
             name,
-            "the result Secret is missing or not owned by the Plug; left in place"
+            "a Secret with the result Secret's name is not owned by the Plug; left in place"
         );
         return Ok(());
     }
