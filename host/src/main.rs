@@ -44,9 +44,7 @@ fn main() -> anyhow::Result<()> {
         _ => cli::logs::LogOptions::default(),
     });
     match cli.command {
-        Command::Run(args) => tokio::runtime::Runtime::new()
-            .context("failed to start the async runtime")?
-            .block_on(cli::run::run(*args)),
+        Command::Run(args) => cli::run::main(*args),
         Command::Plan(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
             .block_on(plan(args)),

@@ -192,6 +192,16 @@ fn egress_rules(entries: &[String]) -> anyhow::Result<Vec<plugboard::egress::Egr
         .collect()
 }
 
+/// `plugboard run`: the operator on a runtime of its own, until SIGTERM or SIGINT.
+pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    let result = runtime.block_on(run(args));
+    // A WebAssembly call cut at the end of the grace period runs on a thread of its own until
+    // its deadline: it must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let egress_allow = egress_rules(&args.egress_allow).context("--egress-allow")?;
