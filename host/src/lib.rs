@@ -16,6 +16,7 @@ pub mod egress;
 pub mod engine;
 pub mod health;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod oci;
 pub mod wasm;
