@@ -131,8 +131,9 @@ pub struct RunArgs {
     egress_deny_unlisted: bool,
     /// Run the controllers only while holding a `coordination.k8s.io/v1` Lease, so several
     /// replicas are safe: the others stand by and take over within --leader-elect-lease-seconds
-    /// when the leader dies, at once when it shuts down. Needs get, create and update on leases
-    /// in --leader-elect-namespace.
+    /// when the leader dies, at once when it shuts down. A leader that cannot renew within the
+    /// renew deadline stops its controllers and exits 1 (its restart stands by). Needs get,
+    /// create and update on leases in --leader-elect-namespace.
     #[arg(long, env = "PLUGBOARD_LEADER_ELECT")]
     leader_elect: bool,
     /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
