@@ -5,7 +5,8 @@
 //! watched and written; [`engine`] is the pure core (config, interface, admission, checksums);
 //! [`apparatus`] calls hooks, within the operator's [`egress`] policy; [`oci`] fetches WebAssembly components from registries;
 //! [`controller`] loads objects, runs the lifecycle and writes status and Events; [`budget`]
-//! derives every memory bound from one budget.
+//! derives every memory bound from one budget. Around the controllers, [`leader`] elects the
+//! replica that runs them and [`health`] serves probes and [`metrics`].
 
 pub mod apparatus;
 pub mod budget;
@@ -13,6 +14,9 @@ pub mod controller;
 pub mod crd;
 pub mod egress;
 pub mod engine;
+pub mod health;
+pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod oci;
 pub mod wasm;

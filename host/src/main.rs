@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plugboard",
@@ -20,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(Box<RunArgs>),
+    Run(Box<cli::run::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Show what the operator would do for a Plug, without doing it: the lifecycle step, the
@@ -36,18 +38,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    cli::logs::init(&match &cli.command {
+        Command::Run(args) => args.log_options(),
+        _ => cli::logs::LogOptions::default(),
+    });
     match cli.command {
-        Command::Run(args) => tokio::runtime::Runtime::new()
-            .context("failed to start the async runtime")?
-            .block_on(run(*args)),
+        Command::Run(args) => cli::run::main(*args),
         Command::Plan(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
             .block_on(plan(args)),
@@ -63,125 +60,6 @@ fn main() -> anyhow::Result<()> {
             .context("failed to start the async runtime")?
             .block_on(dev::run(args)),
     }
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
-    /// Manage only Plugs, Sockets and DeferredResources matching this label selector (to shard
-    /// across instances).
-    #[arg(long, env = "PLUGBOARD_SELECTOR")]
-    selector: Option<String>,
-    /// Reconciles running at once in the Socket and DeferredResource controllers.
-    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
-    concurrency: u16,
-    /// Reconciles running at once in the Plug controller (I/O-bound: they wait on apparatuses).
-    #[arg(long, env = "PLUGBOARD_PLUG_CONCURRENCY", default_value_t = 16)]
-    plug_concurrency: u16,
-    /// Hook and config calls of one Socket's couplings in flight at once: a hanging apparatus
-    /// holds at most this many Plug workers. A call waits up to 10 s for a slot, then its
-    /// reconcile is retried with backoff.
-    #[arg(long, env = "PLUGBOARD_HOOK_CALLS_PER_SOCKET", default_value_t = 4,
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    hook_calls_per_socket: u64,
-    /// The longest delay between retries of a failing object, in seconds. Delays start at 1 s
-    /// and double with each consecutive failure of the object, with jitter.
-    #[arg(long, env = "PLUGBOARD_RETRY_MAX_SECONDS", default_value_t = 300,
-          value_parser = clap::value_parser!(u64).range(1..=86400))]
-    retry_max_seconds: u64,
-    /// How long one reconcile may run, in seconds; one still running is dropped and retried.
-    #[arg(long, env = "PLUGBOARD_RECONCILE_DEADLINE_SECONDS", default_value_t = 300,
-          value_parser = clap::value_parser!(u64).range(10..=86400))]
-    reconcile_deadline_seconds: u64,
-    /// The operator's memory budget in MiB (the chart sets it from the pod's memory limit).
-    /// Every memory bound derives from it so that the worst case fits: WebAssembly calls get
-    /// half — `concurrent calls × per-call cap`, the cap a quarter of that half (16 to 512
-    /// MiB), calls beyond the limit wait for a slot; compiling gets an eighth — one component
-    /// at a time, up to an eighth / 4 in size (1 to 64 MiB); compiled components kept get an
-    /// eighth (least recently used evicted); bodies read whole (host.send and apparatus
-    /// answers, manifests) a sixteenth; the rest is the operator's own. 1024 gives 4 calls
-    /// of at most 128 MiB and components up to 32 MiB.
-    #[arg(long, env = "PLUGBOARD_MEMORY_BUDGET_MIB", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
-    memory_budget_mib: u64,
-    /// Overall timeout of one HTTP apparatus call, in seconds.
-    #[arg(long, default_value_t = 30)]
-    http_timeout: u64,
-    /// Folder for downloaded WebAssembly components and their compiled forms (default
-    /// `$XDG_CACHE_HOME/plugboard`, else `$HOME/.cache/plugboard`). Created mode 700; one owned
-    /// by another user or writable by others is replaced by a fresh private folder.
-    #[arg(long, env = "PLUGBOARD_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Key file that authenticates the compiled components in the cache, created mode 600 when
-    /// missing; keep it outside --cache-dir (default `$XDG_STATE_HOME/plugboard/cache.key`, else
-    /// `$HOME/.local/state/plugboard/cache.key`). Without one, every start recompiles.
-    #[arg(long, env = "PLUGBOARD_CACHE_KEY_FILE")]
-    cache_key_file: Option<PathBuf>,
-    /// A registry (`host:port`) that may be spoken to over plain HTTP; repeatable. Every other
-    /// registry is spoken to over HTTPS only.
-    #[arg(
-        long = "plain-http-registry",
-        env = "PLUGBOARD_PLAIN_HTTP_REGISTRIES",
-        value_delimiter = ','
-    )]
-    plain_http_registries: Vec<String>,
-    /// Deadline of a WebAssembly hook call when its spec sets none, in milliseconds.
-    #[arg(long, default_value_t = 2000)]
-    wasm_timeout_ms: u64,
-    /// The longest deadline a spec may set, in milliseconds.
-    #[arg(long, default_value_t = 30000)]
-    wasm_max_timeout_ms: u64,
-    /// Memory cap of a WebAssembly hook call when its spec sets none, in MiB (default: from
-    /// --memory-budget-mib, at most 64).
-    #[arg(long)]
-    wasm_memory_mib: Option<u64>,
-    /// The largest memory cap a spec may set, in MiB (default: from --memory-budget-mib).
-    /// Raising it above the derived value lets the worst case exceed the budget.
-    #[arg(long)]
-    wasm_max_memory_mib: Option<u64>,
-    /// Name reported in Events (defaults to the pod name).
-    #[arg(long, env = "POD_NAME", default_value = "plugboard")]
-    instance: String,
-    /// How often a coupled Plug is computed again, in seconds, so that changes no watch reports
-    /// (its Secret and ConfigMap sources, var targets, apparatus `config` replies) fire
-    /// `updated`. Spread by ±10%.
-    #[arg(long, env = "PLUGBOARD_RECHECK_SECONDS", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=86400))]
-    recheck_seconds: u64,
-    /// How long a hook or config call waits for a new or starting apparatus pod to become
-    /// ready, in seconds, before the owner shows `ApparatusNotReady`.
-    #[arg(long, env = "PLUGBOARD_APPARATUS_READY_TIMEOUT", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    apparatus_ready_timeout: u64,
-    /// Reach apparatus pods through the API server's pod proxy instead of at their pod IP: for
-    /// plugboard running outside the cluster. Needs `create` on `pods/proxy`.
-    #[arg(long, env = "PLUGBOARD_APPARATUS_VIA_API_SERVER")]
-    apparatus_via_api_server: bool,
-    /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect even though the
-    /// built-in policy refuses it: CIDRs (`127.0.0.0/8` for a loopback apparatus) or, with
-    /// --egress-deny-unlisted, host names (`api.example.com`, `*.example.com`). Comma-separated,
-    /// repeatable. Host names never lift the refusal of an address.
-    #[arg(
-        long = "egress-allow",
-        env = "PLUGBOARD_EGRESS_ALLOW",
-        value_delimiter = ','
-    )]
-    egress_allow: Vec<String>,
-    /// Where they may never connect, winning over every allow: CIDRs or host names, e.g.
-    /// `10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7` to refuse private ranges (allowed
-    /// by default, since in-cluster apparatus Services live there).
-    #[arg(
-        long = "egress-deny",
-        env = "PLUGBOARD_EGRESS_DENY",
-        value_delimiter = ','
-    )]
-    egress_deny: Vec<String>,
-    /// Refuse every address that --egress-allow does not list (allow-list mode). Loopback,
-    /// link-local, metadata and the API server are refused by default either way.
-    #[arg(long, env = "PLUGBOARD_EGRESS_DENY_UNLISTED")]
-    egress_deny_unlisted: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,101 +97,6 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(e.message()))?;
     print!("{report}");
-    Ok(())
-}
-
-/// The non-empty entries of an egress flag (an empty environment variable means none).
-fn egress_rules(entries: &[String]) -> anyhow::Result<Vec<plugboard::egress::EgressRule>> {
-    entries
-        .iter()
-        .map(|e| e.trim())
-        .filter(|e| !e.is_empty())
-        .map(|e| e.parse().map_err(anyhow::Error::from))
-        .collect()
-}
-
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let egress_allow = egress_rules(&args.egress_allow).context("--egress-allow")?;
-    let egress_deny = egress_rules(&args.egress_deny).context("--egress-deny")?;
-    let config = kube::Config::infer()
-        .await
-        .context("failed to find a kubeconfig or in-cluster configuration")?;
-    let client = kube::Client::try_from(config.clone()).context("failed to create a client")?;
-    let budget = plugboard::budget::MemoryBudget::derive(args.memory_budget_mib << 20);
-    let mut options = plugboard::controller::Options {
-        namespace: args.namespace.filter(|n| !n.is_empty()),
-        selector: args.selector.filter(|s| !s.is_empty()),
-        concurrency: args.concurrency.max(1),
-        plug_concurrency: args.plug_concurrency.max(1),
-        hook_calls_per_socket: usize::try_from(args.hook_calls_per_socket).unwrap_or(4),
-        retry: std::time::Duration::from_secs(args.retry_max_seconds),
-        reconcile_deadline: std::time::Duration::from_secs(args.reconcile_deadline_seconds),
-        instance: args.instance,
-        ..Default::default()
-    }
-    .with_budget(budget);
-    options.http.request_timeout = std::time::Duration::from_secs(args.http_timeout.max(1));
-    if let Some(dir) = args.cache_dir {
-        options.cache_dir = dir;
-    }
-    if let Some(file) = args.cache_key_file {
-        options.cache_key_file = Some(file);
-    }
-    if options.cache_key_file.is_none() {
-        tracing::warn!(
-            "no --cache-key-file and neither XDG_STATE_HOME nor HOME is set: compiled components are authenticated with a key for this process only, so every start recompiles them"
-        );
-    }
-    options.plain_http_registries = args.plain_http_registries;
-    options.recheck = std::time::Duration::from_secs(args.recheck_seconds);
-    options.pods.ready_timeout = std::time::Duration::from_secs(args.apparatus_ready_timeout);
-    options.pods.via_api_server = args.apparatus_via_api_server;
-    options.wasm.default_timeout = std::time::Duration::from_millis(args.wasm_timeout_ms.max(1));
-    options.wasm.max_timeout = std::time::Duration::from_millis(args.wasm_max_timeout_ms.max(1));
-    if let Some(mib) = args.wasm_max_memory_mib {
-        options.wasm.max_memory = mib.max(1) << 20;
-    }
-    if let Some(mib) = args.wasm_memory_mib {
-        options.wasm.default_memory = mib.max(1) << 20;
-    }
-    options.wasm.default_memory = options.wasm.default_memory.min(options.wasm.max_memory);
-    if options.wasm.max_memory > budget.max_call_memory {
-        tracing::warn!(
-            budget_mib = args.memory_budget_mib,
-            "--wasm-max-memory-mib is above what --memory-budget-mib allows per call; the worst case no longer fits the budget"
-        );
-    }
-    options.egress.allow = egress_allow;
-    options.egress.deny = egress_deny;
-    options.egress.deny_unlisted = args.egress_deny_unlisted;
-    tracing::info!(?options, "starting plugboard");
-    let metrics = std::sync::Arc::new(plugboard::metrics::Metrics::default());
-    let shutdown = async {
-        // Ctrl-C or SIGTERM (what Kubernetes sends) both stop the controllers gracefully.
-        #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::terminate(),
-            ) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops plugboard");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    };
-    plugboard::controller::run(client, config, options, metrics, shutdown).await?;
-    tracing::info!("plugboard stopped");
     Ok(())
 }
 

@@ -4,18 +4,16 @@
 //! objects' state, no templated object outlives its Plug and every finalizer was released.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::ExitStatusExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::config::{AuthInfo, Kubeconfig};
 use plugboard::crd::{Plug, Socket};
+use plugboard_tests::operator::{OperatorProcess, operator_kubeconfig};
 use plugboard_tests::recorder::{RecordedCall, Recorder};
-use plugboard_tests::scenario::{DEADLINE, Scenario, TEST_LABEL, plug_condition};
+use plugboard_tests::scenario::{DEADLINE, Scenario, plug_condition};
 use plugboard_tests::wait_for;
 use rand::RngExt as _;
 use rand::rngs::StdRng;
@@ -38,105 +36,6 @@ const HOLD: &str = "plugboard.dev/test-hold";
 const KILL_WINDOW_MS: std::ops::Range<u64> = 100..3000;
 /// How long a phase may take to converge after its last restart.
 const CONVERGE: Duration = Duration::from_secs(240);
-
-/// The operator as a separate process: `plugboard run`, as the chart runs it, with the
-/// ServiceAccount and RBAC the chart gives it.
-struct OperatorProcess {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-    run: String,
-    child: Option<tokio::process::Child>,
-    starts: usize,
-    kills: usize,
-}
-
-impl OperatorProcess {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let err = log.try_clone().unwrap();
-        let child = tokio::process::Command::new(&self.bin)
-            .arg("run")
-            .args(["--selector", &format!("{TEST_LABEL}={}", self.run)])
-            // The recorder apparatus listens on loopback, which the default policy refuses.
-            .args(["--egress-allow", "127.0.0.0/8"])
-            .args(["--http-timeout", "5"])
-            .args(["--instance", &format!("plugboard-{}", self.run)])
-            .arg("--cache-dir")
-            .arg(self.state.join("cache"))
-            .arg("--cache-key-file")
-            .arg(self.state.join("key").join("cache.key"))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,plugboard=info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            // A failing test must not leave the operator running.
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("failed to start {}: {e}", self.bin.display()));
-        self.child = Some(child);
-        self.starts += 1;
-    }
-
-    /// Panics if the operator has exited by itself: it must only ever die by our hand.
-    fn assert_alive(&mut self) {
-        let child = self.child.as_mut().expect("the operator was started");
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the operator exited by itself ({status}); its log ends:\n{}",
-                self.log_tail()
-            );
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flushing, whatever it was doing is cut off.
-    async fn kill(&mut self) {
-        self.assert_alive();
-        let mut child = self.child.take().expect("the operator was started");
-        child.start_kill().unwrap();
-        let status = child.wait().await.unwrap();
-        assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status}");
-        self.kills += 1;
-        let line = format!("---- SIGKILL {} ----\n", self.kills);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
-            .unwrap();
-    }
-
-    fn log_tail(&self) -> String {
-        plugboard_controlplane::process::log_tail(&self.log, 16 * 1024)
-    }
-}
-
-/// A kubeconfig file for the operator's ServiceAccount (the admin kubeconfig's cluster with
-/// the ServiceAccount's token).
-async fn operator_kubeconfig(sc: &Scenario, dir: &Path) -> PathBuf {
-    let config = sc.operator_config().await;
-    let mut kubeconfig = Kubeconfig::read_from(sc.env.kubeconfig_path()).unwrap();
-    for user in &mut kubeconfig.auth_infos {
-        user.auth_info = Some(AuthInfo {
-            token: config.auth_info.token.clone(),
-            ..Default::default()
-        });
-    }
-    let path = dir.join("operator.kubeconfig");
-    // JSON is YAML.
-    std::fs::write(&path, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
-    path
-}
 
 /// Kills the operator `kills` times, each after a random pause, starting it again right away.
 async fn chaos(op: &mut OperatorProcess, rng: &mut StdRng, kills: usize, phase: &str) {
@@ -455,16 +354,13 @@ async fn operator_sigkilled_at_random_points_loses_nothing() {
     )
     .await;
     let state = tempfile::tempdir().unwrap();
-    let mut op = OperatorProcess {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_plugboard-operator")),
-        kubeconfig: operator_kubeconfig(&sc, state.path()).await,
-        state: state.path().to_owned(),
-        log: state.path().join("operator.log"),
-        run: sc.run.clone(),
-        child: None,
-        starts: 0,
-        kills: 0,
-    };
+    let mut op = OperatorProcess::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_plugboard-operator")),
+        operator_kubeconfig(&sc, state.path()).await,
+        state.path(),
+        &sc.run,
+        "operator.log",
+    );
     // On failure, show what the operator said.
     struct ShowLog(PathBuf);
     impl Drop for ShowLog {

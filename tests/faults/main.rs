@@ -1,6 +1,8 @@
 //! Fault-injection tests against a real control plane: the operator process SIGKILLed at random
 //! points while Plugs couple, update and decouple ([`kill`]); the API server and etcd restarted
-//! in the middle of couplings, and the registry restarted during pulls ([`restart`]).
+//! in the middle of couplings, and the registry restarted during pulls ([`restart`]); two
+//! operator processes with leader election and the leader SIGKILLed, the health and metrics
+//! server, and a graceful SIGTERM ([`leader`]).
 //!
 //! They have their own test binary, and so their own control plane: restarting it must not
 //! disturb the other end-to-end tests. Every test is bounded (a fixed number of faults, each
@@ -17,6 +19,7 @@
 )]
 
 mod kill;
+mod leader;
 mod restart;
 
 use std::time::{SystemTime, UNIX_EPOCH};

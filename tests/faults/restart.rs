@@ -291,7 +291,8 @@ async fn api_server_and_etcd_restarts_mid_coupling_lose_nothing() {
     sc.ns.clone().delete().await.ok();
 }
 
-async fn component(name: &str) -> Vec<u8> {
+/// The bytes of plugin `name`'s component (built or found in the cache).
+pub(crate) async fn component(name: &str) -> Vec<u8> {
     let name = name.to_owned();
     let path = tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(&name))
         .await

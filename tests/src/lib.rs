@@ -1,6 +1,7 @@
 //! Support code for plugboard's end-to-end tests: the shared control plane with plugboard's
 //! CRDs installed, a loopback HTTP apparatus that records its calls ([`recorder`]), a stand-in
-//! for the kubelet that makes apparatus pods "run" ([`kubelet`]), a real OCI
+//! for the kubelet that makes apparatus pods "run" ([`kubelet`]), the operator as a separate
+//! process ([`operator`]), a real OCI
 //! registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins built into
 //! WebAssembly components ([`plugins`]), and waiting on conditions with deadlines (never
 //! sleeping as a means of synchronisation).
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 pub use plugboard_controlplane::{TestEnv, TestNamespace};
 
 pub mod kubelet;
+pub mod operator;
 pub mod plugins;
 pub mod recorder;
 pub mod registry;

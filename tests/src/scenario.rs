@@ -80,11 +80,13 @@ impl Scenario {
     /// A fresh namespace and an operator for it (not started: call [`Scenario::start`]).
     pub async fn new(prefix: &str) -> Self {
         // Operator logs go to the test's captured output (shown when a test fails); RUST_LOG
-        // selects them, default warnings only.
+        // selects them, default warnings only, without the client's request failures while
+        // the control plane starts.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(plugboard::logging::default_filter("warn"))
+                }),
             )
             .with_test_writer()
             .try_init();

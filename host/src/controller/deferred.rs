@@ -305,6 +305,7 @@ impl Outcome {
     }
 
     fn stalled(reason: &'static str, message: String, action: Action) -> Self {
+        super::fairness::note_failure(reason);
         Outcome {
             conditions: vec![
                 DesiredCondition::fails(types::READY, reason, message.clone()),

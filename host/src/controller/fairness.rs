@@ -101,6 +101,14 @@ tokio::task_local! {
 struct Attempt {
     key: String,
     failed: Cell<bool>,
+    /// The reason of the failure the reconcile wrote to status, for the error metrics.
+    reason: Cell<Option<&'static str>>,
+}
+
+/// Records that the reconcile running on this task wrote a failure with `reason` to status
+/// (counted in `plugboard_reconcile_errors_total`). Outside [`attempt`] it does nothing.
+pub(crate) fn note_failure(reason: &'static str) {
+    let _ = ATTEMPT.try_with(|a| a.reason.set(Some(reason)));
 }
 
 /// The delay before looking again at the object this task reconciles after a failure: with
@@ -135,14 +143,22 @@ pub(crate) async fn attempt(
     let state = Attempt {
         key: key.clone(),
         failed: Cell::new(false),
+        reason: Cell::new(None),
     };
-    let (result, failed) = ATTEMPT
+    let (result, failed, noted) = ATTEMPT
         .scope(state, async {
             let result = tokio::time::timeout(deadline, reconcile).await;
-            let failed = ATTEMPT.with(|a| a.failed.get());
-            (result, failed)
+            let (failed, noted) = ATTEMPT.with(|a| (a.failed.get(), a.reason.get()));
+            (result, failed, noted)
         })
         .await;
+    let kind = key.split('/').next().unwrap_or_default();
+    let reason = match &result {
+        Ok(Ok(_)) => noted,
+        Ok(Err(error)) => Some(error.reason()),
+        Err(_) => Some("ReconcileTimeout"),
+    };
+    ctx.metrics.reconciled(kind, reason);
     match result {
         Ok(Ok(action)) => {
             if !failed {

@@ -13,7 +13,7 @@ use crate::apparatus::{HookRequest, Side};
 use crate::crd::LifecyclePoint;
 use crate::engine::Values;
 use crate::engine::resources::ResourceStep;
-use crate::metrics::Metrics;
+use crate::metrics::{ApparatusKind, Metrics};
 
 /// What the hook sees of the coupling.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,29 +71,32 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
         ),
         None => None,
     };
+    let started = std::time::Instant::now();
     match apparatus {
         Some(Apparatus::Http {
             endpoint,
-            pod: _lease,
+            pod: lease,
         }) => {
             Metrics::inc(&ctx.metrics.apparatus_calls);
-            ctx.http
-                .hook(&endpoint, &request)
-                .await
-                .map_err(|source| Error::Apparatus {
-                    side: owner.side,
-                    source,
-                })?;
+            let result = ctx.http.hook(&endpoint, &request).await;
+            ctx.metrics
+                .hook_called(http_kind(lease.as_ref()), point.as_str(), started.elapsed());
+            result.map_err(|source| Error::Apparatus {
+                side: owner.side,
+                source,
+            })?;
         }
         Some(Apparatus::Wasm(wasm)) => {
             Metrics::inc(&ctx.metrics.apparatus_calls);
-            ctx.wasm
+            let result = ctx
+                .wasm
                 .hook(wasm.loaded, &request, wasm.limits, wasm.context)
-                .await
-                .map_err(|source| Error::Wasm {
-                    side: owner.side,
-                    source,
-                })?;
+                .await;
+            wasm_called(ctx, point.as_str(), started, result.as_ref().err());
+            result.map_err(|source| Error::Wasm {
+                side: owner.side,
+                source,
+            })?;
         }
         None => {}
     }
@@ -115,6 +118,30 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
     );
     write::event(ctx, obj, false, &event_reason(owner.side, point), note).await;
     Ok(())
+}
+
+/// The `apparatus` label of an HTTP call: `pod` when it goes to an apparatus pod.
+pub(crate) fn http_kind(pod: Option<&super::pods::Lease>) -> ApparatusKind {
+    if pod.is_some() {
+        ApparatusKind::Pod
+    } else {
+        ApparatusKind::Http
+    }
+}
+
+/// Records a WebAssembly call for `hook` that started at `started`, and the sandbox stopping
+/// it if it did.
+pub(crate) fn wasm_called(
+    ctx: &Context,
+    hook: &str,
+    started: std::time::Instant,
+    error: Option<&crate::wasm::WasmError>,
+) {
+    ctx.metrics
+        .hook_called(ApparatusKind::Wasm, hook, started.elapsed());
+    if let Some(kind) = error.and_then(crate::wasm::WasmError::trap_kind) {
+        ctx.metrics.guest_trapped(kind);
+    }
 }
 
 /// Applies, deletes or recreates `steps` as `owner`'s ServiceAccount. Objects plugboard did

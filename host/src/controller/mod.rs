@@ -677,6 +677,7 @@ pub async fn run(
         }),
     );
     let socket_primary = socket_controller.store();
+    let socket_primary_ready = socket_primary.clone();
     let socket_controller = socket_controller.watches_stream(
         socket_sa_rx.map(Ok::<_, watcher::Error>),
         using_service_account(socket_primary, |s: &Socket| {
@@ -684,6 +685,7 @@ pub async fn run(
         }),
     );
     let deferred_primary = deferred_controller.store();
+    let deferred_primary_ready = deferred_primary.clone();
     let deferred_controller = deferred_controller.watches_stream(
         deferred_sa_rx.map(Ok::<_, watcher::Error>),
         using_service_account(deferred_primary, |d: &DeferredResource| {
@@ -697,9 +699,13 @@ pub async fn run(
     // watcher has an idle timeout of its own.
     let config = with_api_timeouts(config, options.api_timeouts);
     let client = Client::try_from(config.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
+    let metrics_of_run = metrics.clone();
     let mut ctx = Context::new(client, config, options, metrics, plugs).await?;
     ctx.opt_ins = Some(opt_ins);
     let ctx = Arc::new(ctx);
+    // `/metrics` computes couplings by state and running apparatus pods from these caches.
+    ctx.metrics
+        .set_sources(Some(plug_primary.clone()), Some(pods_store.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -791,6 +797,25 @@ pub async fn run(
                 tracing::debug!(error = %e, "deferred resource reconcile did not complete");
             }
         });
+    // `/readyz` turns ready once every controller's watch has listed its objects once.
+    let synced = {
+        let metrics = metrics_of_run.clone();
+        let stop = stopped(stop_tx.subscribe());
+        async move {
+            let all_listed = async {
+                plug_primary.wait_until_ready().await.is_ok()
+                    && socket_primary_ready.wait_until_ready().await.is_ok()
+                    && deferred_primary_ready.wait_until_ready().await.is_ok()
+            };
+            tokio::select! {
+                listed = all_listed => if listed {
+                    metrics.set_synced(true);
+                    tracing::info!("caches synced");
+                },
+                () = stop => {}
+            }
+        }
+    };
     let trigger = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -802,8 +827,11 @@ pub async fn run(
         fan_out,
         pod_watch,
         reaper,
+        synced,
         trigger
     );
+    metrics_of_run.set_synced(false);
+    metrics_of_run.set_sources(None, None);
     Ok(())
 }
 

@@ -709,6 +709,18 @@ pub async fn act(
             }
         };
         tracing::debug!(what = %target.what, ?outcome, "acted on an object");
+        let plural = target.resource.plural.as_str();
+        match &outcome {
+            ObjectOutcome::Applied { .. } => ctx.metrics.api_write("apply", plural),
+            ObjectOutcome::Deleted { .. } => ctx.metrics.api_write("delete", plural),
+            ObjectOutcome::Recreated { old_uid, .. } => {
+                if old_uid.is_some() {
+                    ctx.metrics.api_write("delete", plural);
+                }
+                ctx.metrics.api_write("apply", plural);
+            }
+            _ => {}
+        }
         acted.objects.push(ActedObject {
             api_version: planned.api_version.clone(),
             kind: planned.kind.clone(),

@@ -77,6 +77,7 @@ impl Outcome {
 
     /// Stuck until the user acts; says what to fix.
     fn stalled(reason: &'static str, message: String, action: Action) -> Self {
+        super::fairness::note_failure(reason);
         Outcome {
             conditions: vec![
                 DesiredCondition::fails(types::READY, reason, message.clone()),

@@ -481,6 +481,7 @@ async fn create(ctx: &Context, owner: &Owner<'_>, desired: &Pod) -> Result<Pod, 
             },
         })?;
     Metrics::inc(&ctx.metrics.apparatus_pods_created);
+    ctx.metrics.api_write("create", "pods");
     tracing::info!(
         pod = created.name_any(),
         namespace = owner.namespace,
@@ -602,11 +603,14 @@ async fn touch(api: &Api<Pod>, current: &Pod, spec: &ApparatusSpec, slot: &Slot)
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..Default::default()
     };
-    if let Err(error) = api
+    match api
         .patch(&current.name_any(), &params, &Patch::Merge(&patch))
         .await
     {
-        tracing::warn!(%error, pod = current.name_any(), "failed to record the last use of an apparatus pod");
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, pod = current.name_any(), "failed to record the last use of an apparatus pod")
+        }
     }
 }
 
@@ -625,6 +629,7 @@ async fn delete_pod(ctx: &Context, target: &Pod, why: &str) {
     {
         Ok(_) => {
             Metrics::inc(&ctx.metrics.apparatus_pods_deleted);
+            ctx.metrics.api_write("delete", "pods");
             tracing::info!(pod = name, namespace, why, "deleted apparatus pod");
         }
         Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => {}

@@ -100,6 +100,7 @@ pub(crate) async fn write<K: Resource<DynamicType = ()>>(
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             Metrics::inc(&ctx.metrics.secret_writes);
+            ctx.metrics.api_write("create", "secrets");
             return Ok(());
         }
         Err(kube::Error::Api(status)) if status.is_already_exists() => {}
@@ -125,6 +126,7 @@ pub(crate) async fn write<K: Resource<DynamicType = ()>>(
     .await
     .map_err(api_error("write the result Secret"))?;
     Metrics::inc(&ctx.metrics.secret_writes);
+    ctx.metrics.api_write("apply", "secrets");
     Ok(())
 }
 
@@ -168,6 +170,7 @@ pub(crate) async fn delete(
     match api.delete(name, &params).await {
         Ok(_) => {
             Metrics::inc(&ctx.metrics.secret_writes);
+            ctx.metrics.api_write("delete", "secrets");
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),

@@ -83,6 +83,7 @@ pub(crate) async fn socket_key(ctx: &Context, socket: &Socket) -> Result<[u8; 32
     let key = match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             Metrics::inc(&ctx.metrics.secret_writes);
+            ctx.metrics.api_write("create", "secrets");
             fresh
         }
         Err(kube::Error::Api(status)) if status.is_already_exists() => {

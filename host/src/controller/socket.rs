@@ -334,6 +334,7 @@ async fn failed(
     error: &Error,
 ) -> Result<Action, Error> {
     let reason = error.reason();
+    super::fairness::note_failure(reason);
     let message = error.message();
     let previous = socket
         .status

@@ -457,33 +457,35 @@ pub(crate) async fn configs(
             ),
             None => None,
         };
+        let started = std::time::Instant::now();
         let apparatus = match endpoint {
             Some(Apparatus::Http {
                 endpoint,
-                pod: _lease,
+                pod: lease,
             }) => {
                 super::Metrics::inc(&ctx.metrics.apparatus_calls);
-                Some(
-                    ctx.http
-                        .config(&endpoint, &request)
-                        .await
-                        .map_err(|source| Error::Apparatus {
-                            side: owner.side,
-                            source,
-                        })?,
-                )
+                let result = ctx.http.config(&endpoint, &request).await;
+                ctx.metrics.hook_called(
+                    super::hooks::http_kind(lease.as_ref()),
+                    "config",
+                    started.elapsed(),
+                );
+                Some(result.map_err(|source| Error::Apparatus {
+                    side: owner.side,
+                    source,
+                })?)
             }
             Some(Apparatus::Wasm(wasm)) => {
                 super::Metrics::inc(&ctx.metrics.apparatus_calls);
-                Some(
-                    ctx.wasm
-                        .config(wasm.loaded, &request, wasm.limits, wasm.context)
-                        .await
-                        .map_err(|source| Error::Wasm {
-                            side: owner.side,
-                            source,
-                        })?,
-                )
+                let result = ctx
+                    .wasm
+                    .config(wasm.loaded, &request, wasm.limits, wasm.context)
+                    .await;
+                super::hooks::wasm_called(ctx, "config", started, result.as_ref().err());
+                Some(result.map_err(|source| Error::Wasm {
+                    side: owner.side,
+                    source,
+                })?)
             }
             None => None,
         };

@@ -75,11 +75,8 @@ pub(crate) async fn resolve(
             .map_err(|source| Error::Wasm { side, source })?
     };
     if first_load {
-        crate::metrics::Metrics::inc(if loaded.from_cache {
-            &ctx.metrics.wasm_cache_loads
-        } else {
-            &ctx.metrics.wasm_compiles
-        });
+        ctx.metrics
+            .component_loaded(loaded.from_cache, loaded.load_time);
     }
     let limits =
         CallLimits::resolve(wasm.limits.as_ref(), ctx.wasm.options()).map_err(|e| Error::Wasm {
@@ -163,5 +160,7 @@ async fn fetch(
             break;
         }
     }
-    ctx.oci.fetch(&wasm.image, &auth).await.map_err(oci)
+    let fetched = ctx.oci.fetch(&wasm.image, &auth).await;
+    ctx.metrics.component_pulled(fetched.is_ok());
+    fetched.map_err(oci)
 }

@@ -70,6 +70,7 @@ where
             source: Box::new(source),
         })?;
     Metrics::inc(&ctx.metrics.finalizer_writes);
+    ctx.metrics.api_write("patch", &K::plural(&()));
     Ok(())
 }
 
@@ -144,6 +145,8 @@ where
             source: Box::new(source),
         })?;
     Metrics::inc(&ctx.metrics.status_writes);
+    ctx.metrics
+        .api_write("apply", &format!("{}/status", K::plural(&())));
     Ok(())
 }
 
@@ -167,7 +170,10 @@ pub(crate) async fn event<K: Resource<DynamicType = ()>>(
         secondary: None,
     };
     match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        Ok(()) => Metrics::inc(&ctx.metrics.events),
+        Ok(()) => {
+            Metrics::inc(&ctx.metrics.events);
+            ctx.metrics.api_write("create", "events");
+        }
         Err(error) => tracing::warn!(%error, reason, "failed to publish an Event"),
     }
 }
@@ -207,7 +213,10 @@ where
         )
         .await
     {
-        Ok(_) => Ok(true),
+        Ok(_) => {
+            ctx.metrics.api_write("patch", &K::plural(&()));
+            Ok(true)
+        }
         // Gone, or the annotation changed or went away meanwhile (the `test` failed): leave it.
         Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 422 => Ok(false),
         Err(source) => Err(Error::Api {

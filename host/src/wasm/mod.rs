@@ -237,6 +237,18 @@ pub enum WasmError {
 }
 
 impl WasmError {
+    /// The kind of sandbox stop this is (`trap`, `timeout`, `memory`, `output`), for the
+    /// `plugboard_guest_traps_total` metric; `None` for errors that are not the guest's doing.
+    pub fn trap_kind(&self) -> Option<&'static str> {
+        match self {
+            WasmError::Trap { .. } => Some("trap"),
+            WasmError::Timeout { .. } => Some("timeout"),
+            WasmError::OutOfMemory { .. } => Some("memory"),
+            WasmError::OutputFlood { .. } => Some("output"),
+            _ => None,
+        }
+    }
+
     /// The condition and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -1,0 +1,4 @@
+//! The `plugboard` subcommands' flags and what they do, apart from `main.rs`.
+
+pub mod logs;
+pub mod run;
