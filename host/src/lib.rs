@@ -5,16 +5,20 @@
 //! watched and written; [`engine`] is the pure core (config, interface, admission, checksums);
 //! [`apparatus`] calls hooks, within the operator's [`egress`] policy; [`oci`] fetches WebAssembly components from registries;
 //! [`controller`] loads objects, runs the lifecycle and writes status and Events; [`budget`]
-//! derives every memory bound from one budget.
+//! derives every memory bound from one budget. [`status`] reads couplings back for people;
+//! `dev` (feature `dev`) is the local playground of `plugboard dev`.
 
 pub mod apparatus;
 pub mod budget;
 pub mod controller;
 pub mod crd;
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod egress;
 pub mod engine;
 pub mod metrics;
 pub mod oci;
+pub mod status;
 pub mod wasm;
 
 #[cfg(test)]

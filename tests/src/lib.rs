@@ -1,19 +1,19 @@
 //! Support code for plugboard's end-to-end tests: the shared control plane with plugboard's
 //! CRDs installed, a loopback HTTP apparatus that records its calls ([`recorder`]), a stand-in
-//! for the kubelet that makes apparatus pods "run" ([`kubelet`]), a real OCI
-//! registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins built into
-//! WebAssembly components ([`plugins`]), and waiting on conditions with deadlines (never
-//! sleeping as a means of synchronisation).
+//! for the kubelet that makes apparatus pods "run" ([`kubelet`], shared with `plugboard dev`), a
+//! real OCI registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins
+//! built into WebAssembly components ([`plugins`]), and waiting on conditions with deadlines
+//! (never sleeping as a means of synchronisation). The registry and the plugin builder live in
+//! `plugboard-controlplane`, the kubelet in `plugboard::dev`, since `plugboard dev` uses them too.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use plugboard_controlplane::{TestEnv, TestNamespace};
 
-pub mod kubelet;
-pub mod plugins;
+pub use plugboard::dev::kubelet;
+pub use plugboard_controlplane::{plugins, registry};
 pub mod recorder;
-pub mod registry;
 pub mod scenario;
 
 /// The test environment of this test process, with plugboard's CRDs installed.
