@@ -42,14 +42,23 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // `plugboard dev` prints its own progress; the operator's log would drown it.
+    #[cfg(feature = "dev")]
+    let default_level = if matches!(cli.command, Command::Dev(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    #[cfg(not(feature = "dev"))]
+    let default_level = "info";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?

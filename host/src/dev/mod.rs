@@ -136,7 +136,7 @@ impl Progress {
 pub struct Session {
     // Fields drop in this order: the operator stops before what it talks to.
     operator: Option<Operator>,
-    _kubelet: FakeKubelet,
+    kubelet: Option<FakeKubelet>,
     apparatus: DevApparatus,
     registry: Registry,
     control_plane: ControlPlane,
@@ -305,7 +305,7 @@ impl Session {
         );
         Ok(Session {
             operator: Some(operator),
-            _kubelet: kubelet,
+            kubelet: Some(kubelet),
             apparatus,
             registry,
             control_plane,
@@ -357,8 +357,9 @@ impl Session {
         &self.images
     }
 
-    /// Waits until every sample Plug and Socket is Ready, printing a line as each becomes
-    /// Ready (or reports why it is not yet), then returns the status report of the namespace.
+    /// Waits until every sample Plug is Ready and every sample Socket is Ready with its Plug
+    /// coupled (each sample Socket has one), printing a line as each gets there (or reports
+    /// why it has not yet), then returns the status report of the namespace.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<status::Report, Error> {
         let mut pending: BTreeMap<(String, String), String> = self
             .applied
@@ -420,17 +421,20 @@ impl Session {
                 continue;
             };
             let ready = conditions::find(&conds, conditions::types::READY);
+            let coupled = conditions::find(&conds, conditions::types::COUPLED);
             let seen = ready.map_or_else(
                 || "not reconciled yet".to_owned(),
                 |c| format!("{} {}", c.reason, status::clean(&c.message)),
             );
-            if ready.is_some_and(|c| c.status == "True") {
+            let socket_coupled = kind != "Socket"
+                || coupled.is_some_and(|c| c.reason == conditions::reasons::SOCKET_COUPLED);
+            if ready.is_some_and(|c| c.status == "True") && socket_coupled {
                 self.progress.step(
                     "ready",
                     format_args!(
                         "{kind} {} ({}) after {:.1} s",
                         key.1,
-                        ready.map_or("", |c| c.reason.as_str()),
+                        coupled.or(ready).map_or("", |c| c.reason.as_str()),
                         waiting_since.elapsed().as_secs_f64()
                     ),
                 );
@@ -468,6 +472,8 @@ impl Session {
         if let Some(operator) = self.operator.take() {
             operator.stop().await;
         }
+        // Its watch would complain once the API server is gone.
+        drop(self.kubelet.take());
         self.apparatus.stop().await;
         self.registry.stop();
         self.control_plane.stop();
