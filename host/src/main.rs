@@ -43,10 +43,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // `plugboard dev` prints its own progress; the operator's log would drown it.
+    // `plugboard dev` prints its own progress; the operator's log would drown it, and the
+    // client's errors while the local API server starts are expected.
     #[cfg(feature = "dev")]
     let default_level = if matches!(cli.command, Command::Dev(_)) {
-        "warn"
+        "warn,kube_client::client::builder=off"
     } else {
         "info"
     };

@@ -17,6 +17,7 @@ use plugboard::apparatus::pod::OWNER_UID_LABEL;
 use plugboard::crd::{Plug, Socket};
 use plugboard::dev::{Args, NAMESPACE, Session};
 use plugboard_tests::error_chain;
+use sha2::{Digest as _, Sha256};
 
 /// Generous: a first run on a machine pulls and compiles the components in a debug build.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -78,21 +79,37 @@ async fn dev_couples_every_sample_and_cleans_up() {
     }
     assert!(plugboard::status::all_ready(&report), "{report:?}");
 
-    // The WebAssembly sample ran the pushed recorder component.
-    let (image, digest) = session
+    // The WebAssembly sample ran the pushed recorder component (status shows the digest of
+    // the component itself).
+    let (image, _) = session
         .images()
         .iter()
         .find(|(image, _)| image.ends_with("/plugboard/recorder:dev"))
         .cloned()
         .unwrap();
-    let wasm = sockets
+    let recorder = tokio::task::spawn_blocking(|| plugboard_tests::plugins::component("recorder"))
+        .await
+        .unwrap()
+        .unwrap();
+    let component_digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(recorder).unwrap()))
+    );
+    for socket in &sockets.items {
+        if socket.metadata.name.as_deref() != Some("wasm-hooks") {
+            continue;
+        }
+        let resolved = socket.status.clone().unwrap().apparatus.unwrap();
+        assert_eq!(resolved.image, image);
+        assert_eq!(resolved.digest, component_digest);
+    }
+    let wasm_app = plugs
         .items
         .iter()
-        .find(|s| s.metadata.name.as_deref() == Some("wasm-hooks"))
+        .find(|p| p.metadata.name.as_deref() == Some("wasm-app"))
         .unwrap();
-    let resolved = wasm.status.clone().unwrap().apparatus.unwrap();
-    assert_eq!(resolved.image, image);
-    assert_eq!(resolved.digest, digest);
+    let resolved = wasm_app.status.clone().unwrap().apparatus.unwrap();
+    assert_eq!(resolved.digest, component_digest);
 
     // The HTTP endpoint sample and the apparatus pod sample called the loopback apparatus.
     let calls = session.apparatus_calls();
