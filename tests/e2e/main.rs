@@ -19,5 +19,6 @@ mod plan;
 mod pods;
 mod rbac;
 mod results;
+mod status;
 mod teardown;
 mod wasm;

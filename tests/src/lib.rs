@@ -1,21 +1,20 @@
 //! Support code for plugboard's end-to-end tests: the shared control plane with plugboard's
 //! CRDs installed, a loopback HTTP apparatus that records its calls ([`recorder`]), a stand-in
-//! for the kubelet that makes apparatus pods "run" ([`kubelet`]), the operator as a separate
-//! process ([`operator`]), a real OCI
-//! registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins built into
-//! WebAssembly components ([`plugins`]), and waiting on conditions with deadlines (never
-//! sleeping as a means of synchronisation).
+//! for the kubelet that makes apparatus pods "run" ([`kubelet`], shared with `plugboard dev`), the operator as a separate process ([`operator`]), a
+//! real OCI registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins
+//! built into WebAssembly components ([`plugins`]), and waiting on conditions with deadlines
+//! (never sleeping as a means of synchronisation). The registry and the plugin builder live in
+//! `plugboard-controlplane`, the kubelet in `plugboard::dev`, since `plugboard dev` uses them too.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use plugboard_controlplane::{TestEnv, TestNamespace};
 
-pub mod kubelet;
+pub use plugboard::dev::kubelet;
 pub mod operator;
-pub mod plugins;
+pub use plugboard_controlplane::{plugins, registry};
 pub mod recorder;
-pub mod registry;
 pub mod scenario;
 
 /// The test environment of this test process, with plugboard's CRDs installed.

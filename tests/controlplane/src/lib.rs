@@ -11,6 +11,10 @@
 //! [`ControlPlane::start`] starts one; [`TestEnv`] shares one per test process, installs CRDs
 //! and hands each test a client and a fresh namespace. Every process is supervised through a
 //! pipe from this process, so they stop when it exits, even when it crashes.
+//!
+//! Beside it: a loopback OCI [`registry`] (the CNCF distribution server, also built from its Go
+//! module) and the builder of this source tree's [`plugins`] into WebAssembly components, so
+//! that the tests and `plugboard dev` need nothing but Rust and Go.
 
 pub mod binaries;
 mod cluster;
@@ -18,7 +22,9 @@ mod env;
 mod error;
 pub mod gotools;
 pub mod pki;
+pub mod plugins;
 pub mod process;
+pub mod registry;
 
 pub use cluster::{ControlPlane, ControlPlaneOptions, free_port};
 pub use env::{TestEnv, TestNamespace, install_crds};

@@ -1,28 +1,28 @@
-//! A stand-in for the kubelet. The test control plane has no kubelet, no scheduler and no
-//! container runtime, so pods never run there: a [`FakeKubelet`] plays the kubelet's part for
-//! the apparatus pods plugboard creates in one namespace. It watches the pods that carry
-//! plugboard's apparatus label and, for each new one, writes the status a real kubelet would
-//! (through the `status` subresource): either running and ready at the kubelet's IP, or stuck
-//! pulling its image.
+//! A stand-in for the kubelet. The local control plane (of `plugboard dev` and the tests) has no
+//! kubelet, no scheduler and no container runtime, so pods never run there: a [`FakeKubelet`]
+//! plays the kubelet's part for the apparatus pods plugboard creates in one namespace. It
+//! watches the pods that carry plugboard's apparatus label and, for each new one, writes the
+//! status a real kubelet would (through the `status` subresource): either running and ready at
+//! the kubelet's IP, or stuck pulling its image.
 //!
-//! The apparatus process itself is the test's [`Recorder`](crate::recorder::Recorder), started
-//! before the Plug or Socket so that its port can be written into the spec as the container's
-//! `containerPort` named `container`, as an image's fixed port would be. The pod's IP is the
-//! address the recorder listens on (127.0.0.1 by default), so plugboard, reading the IP from
-//! the pod's status and the port from its spec, reaches the recorder exactly as it would reach
-//! the container.
+//! The apparatus process itself is a loopback HTTP server (the tests' recorder, or the
+//! apparatus `plugboard dev` serves), started before the Plug or Socket so that its port can be
+//! written into the spec as the container's `containerPort` named `container`, as an image's
+//! fixed port would be. The pod's IP is the address that server listens on (127.0.0.1 by
+//! default), so plugboard, reading the IP from the pod's status and the port from its spec,
+//! reaches it exactly as it would reach the container.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use crate::apparatus::pod::OWNER_UID_LABEL;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
-use plugboard::apparatus::pod::OWNER_UID_LABEL;
 use serde_json::{Value, json};
 use tokio::task::AbortHandle;
 

@@ -1,10 +1,11 @@
-//! A real OCI registry for tests: the CNCF distribution server from the Debian package
-//! `docker-registry`, on loopback over plain HTTP, with its storage in a temporary directory
-//! and, optionally, htpasswd basic authentication.
+//! A real OCI registry for tests and `plugboard dev`: the CNCF distribution server, built from
+//! its Go module ([`REGISTRY_TOOL`], through [`gotools::ensure`], cached like the control
+//! plane), on loopback over plain HTTP, with its storage in a temporary directory and,
+//! optionally, htpasswd basic authentication.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), plugboard_tests::registry::RegistryError> {
-//! use plugboard_tests::registry::Registry;
+//! # async fn demo() -> Result<(), plugboard_controlplane::registry::RegistryError> {
+//! use plugboard_controlplane::registry::Registry;
 //!
 //! let registry = Registry::start().await?;
 //! let image = registry.image("hooks:1"); // 127.0.0.1:PORT/hooks:1
@@ -22,11 +23,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use plugboard_controlplane::process::Supervised;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// The server binary the Debian package installs.
-pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+use crate::gotools::{self, GoTool};
+use crate::process::Supervised;
+
+/// The CNCF distribution registry server, built from its Go module on first use.
+pub const REGISTRY_TOOL: GoTool = GoTool {
+    name: "registry",
+    package: "github.com/distribution/distribution/v3/cmd/registry",
+    version: "v3.1.2",
+};
 
 /// bcrypt cost of the htpasswd file. The server checks the password on every request; at
 /// bcrypt's default cost of 12 that takes about a second each.
@@ -43,12 +50,9 @@ static REGISTRIES: AtomicU64 = AtomicU64::new(0);
 /// Why a test registry could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The server binary is not installed.
-    #[error(
-        "{REGISTRY_BINARY} not found: install the docker-registry package (apt-get install \
-         docker-registry)"
-    )]
-    NotInstalled,
+    /// The server could not be built from its Go module.
+    #[error("failed to build the registry server from its Go module")]
+    Build(#[source] crate::Error),
     /// A file, directory or process operation failed.
     #[error("failed to {action} {}", path.display())]
     Io {
@@ -97,6 +101,8 @@ pub struct Registry {
     /// Restarts so far (names the log files of later servers).
     restarts: u32,
     server: Supervised,
+    /// The server program.
+    binary: PathBuf,
     /// Holds the directory: its supervisor deletes it when this process or the `Registry`
     /// goes, not when the server stops, so the server can be restarted with its storage.
     cleanup: Supervised,
@@ -117,13 +123,11 @@ impl Registry {
     }
 
     async fn launch(credentials: Option<(String, String)>) -> Result<Registry, RegistryError> {
-        if !Path::new(REGISTRY_BINARY).is_file() {
-            return Err(RegistryError::NotInstalled);
-        }
+        let binary = binary().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut registry = Registry::spawn(credentials.clone())?;
+            let mut registry = Registry::spawn(&binary, credentials.clone())?;
             match registry.wait_ready().await {
                 Ok(()) => return Ok(registry),
                 Err(e) => {
@@ -138,7 +142,10 @@ impl Registry {
         }
     }
 
-    fn spawn(credentials: Option<(String, String)>) -> Result<Registry, RegistryError> {
+    fn spawn(
+        binary: &Path,
+        credentials: Option<(String, String)>,
+    ) -> Result<Registry, RegistryError> {
         let dir = tempfile::Builder::new()
             .prefix("plugboard-registry-")
             .tempdir()
@@ -191,7 +198,7 @@ impl Registry {
         })?;
         // From here on that supervisor deletes the directory when it stops.
         let dir = dir.keep();
-        let server = spawn_server(&config_path, &log)?;
+        let server = spawn_server(binary, &config_path, &log)?;
         Ok(Registry {
             host,
             dir,
@@ -201,6 +208,7 @@ impl Registry {
             earlier_logs: String::new(),
             restarts: 0,
             server,
+            binary: binary.to_owned(),
             cleanup,
         })
     }
@@ -221,7 +229,7 @@ impl Registry {
         }
         self.restarts += 1;
         self.log = self.dir.join(format!("registry.{}.log", self.restarts));
-        self.server = spawn_server(&self.config_path, &self.log)?;
+        self.server = spawn_server(&self.binary, &self.config_path, &self.log)?;
         self.wait_ready().await
     }
 
@@ -338,12 +346,36 @@ impl Drop for Registry {
     }
 }
 
-/// Starts the registry server with `config_path`, its output in `log`.
-fn spawn_server(config_path: &Path, log: &Path) -> Result<Supervised, RegistryError> {
+/// The registry server program, built first if this machine has not yet (a few minutes, once).
+pub async fn binary() -> Result<PathBuf, RegistryError> {
+    tokio::task::spawn_blocking(|| gotools::ensure(REGISTRY_TOOL))
+        .await
+        .map_err(|e| {
+            RegistryError::Build(crate::Error::Io {
+                action: "build",
+                path: PathBuf::from(REGISTRY_TOOL.package),
+                source: std::io::Error::other(e),
+            })
+        })?
+        .map_err(RegistryError::Build)
+}
+
+/// Starts the registry server with `config_path`, its output in `log`. Tracing export is off:
+/// the server would otherwise look for an OpenTelemetry collector.
+fn spawn_server(
+    binary: &Path,
+    config_path: &Path,
+    log: &Path,
+) -> Result<Supervised, RegistryError> {
     Supervised::spawn(
-        "docker-registry",
-        Path::new(REGISTRY_BINARY),
-        [Path::new("serve").as_os_str(), config_path.as_os_str()],
+        "registry",
+        Path::new("env"),
+        [
+            std::ffi::OsStr::new("OTEL_TRACES_EXPORTER=none"),
+            binary.as_os_str(),
+            std::ffi::OsStr::new("serve"),
+            config_path.as_os_str(),
+        ],
         log.to_owned(),
         None,
     )
@@ -354,9 +386,9 @@ fn spawn_server(config_path: &Path, log: &Path) -> Result<Supervised, RegistryEr
 }
 
 /// A port that was free a moment ago, below the ephemeral range (see
-/// [`plugboard_controlplane::free_port`]): the registry restarts on the same port.
+/// [`crate::free_port`]): the registry restarts on the same port.
 fn free_port() -> Result<u16, RegistryError> {
-    plugboard_controlplane::free_port().map_err(|e| RegistryError::Io {
+    crate::free_port().map_err(|e| RegistryError::Io {
         action: "find a free port on",
         path: Path::new("127.0.0.1").to_owned(),
         source: std::io::Error::other(e.to_string()),

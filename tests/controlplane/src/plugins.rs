@@ -1,7 +1,8 @@
-//! Builds the plugins in `plugins/` into WebAssembly components, once per machine.
+//! Builds the plugins in `plugins/` of this source tree into WebAssembly components, once per
+//! machine, for the tests and `plugboard dev`.
 //!
 //! ```no_run
-//! let recorder = plugboard_tests::plugins::component("recorder").unwrap();
+//! let recorder = plugboard_controlplane::plugins::component("recorder").unwrap();
 //! let bytes = std::fs::read(recorder).unwrap();
 //! ```
 //!
@@ -247,11 +248,11 @@ pub fn cache_dir() -> PathBuf {
     workspace_root().join("target/wasm")
 }
 
-fn workspace_root() -> PathBuf {
-    // This crate lives in `<workspace>/tests`.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
+/// The workspace this crate was built from (it lives in `<workspace>/tests/controlplane`): the
+/// plugins are built from its sources, so a binary using this module must run where it was
+/// built.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn package_name(plugin: &str) -> String {
