@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::render::Renderer;
 use super::sources::{Apparatus, Owner};
-use super::{Context, Error, objects, write};
+use super::{Context, Error, objects, verdicts, write};
 use crate::apparatus::{HookRequest, Side};
 use crate::crd::LifecyclePoint;
 use crate::engine::Values;
@@ -71,6 +71,18 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
         ),
         None => None,
     };
+    // A hook that answered invalid input is not called again with the same inputs.
+    let key = verdicts::call_key(
+        owner.uid,
+        owner.side,
+        point.as_str(),
+        inputs.plug,
+        inputs.socket,
+        &[inputs.plug_config, inputs.socket_config],
+    );
+    if apparatus.is_some() {
+        verdicts::check(ctx, &key)?;
+    }
     match apparatus {
         Some(Apparatus::Http {
             endpoint,
@@ -83,7 +95,8 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
                 .map_err(|source| Error::Apparatus {
                     side: owner.side,
                     source,
-                })?;
+                })
+                .map_err(|e| verdicts::note(ctx, key, e))?;
         }
         Some(Apparatus::Wasm(wasm)) => {
             Metrics::inc(&ctx.metrics.apparatus_calls);
@@ -93,7 +106,8 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
                 .map_err(|source| Error::Wasm {
                     side: owner.side,
                     source,
-                })?;
+                })
+                .map_err(|e| verdicts::note(ctx, key, e))?;
         }
         None => {}
     }
