@@ -18,5 +18,6 @@ mod optin;
 mod plan;
 mod pods;
 mod rbac;
+mod sdk;
 mod teardown;
 mod wasm;
