@@ -261,6 +261,8 @@ async fn an_outbound_request_never_outlives_the_call_deadline() {
     rec.reply("/slow", plugboard_tests::recorder::Reply::Hang);
     let url = format!("{}/slow", rec.url());
     let host = rec.url().trim_start_matches("http://").to_owned();
+    // Built and loaded before the clock starts: only the call is timed.
+    load(&rt, "adversary").await;
     let data = [("mode", "http"), ("url", url.as_str())];
     let allowed = [host.as_str()];
     let call = adversary(&rt, &data, &allowed);
