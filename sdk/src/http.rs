@@ -4,6 +4,23 @@
 //! does only when the URL's host is in the spec's `allowedHosts`, with its own timeout and
 //! response size cap.
 //!
+//! # What may be reached
+//!
+//! - **Scheme**: `http` or `https` only.
+//! - **Host**: compared with each `allowedHosts` entry case-insensitively, ignoring a trailing
+//!   `.`; no wildcards, no subdomains (`api.example.com` does not allow `eu.api.example.com`).
+//!   IPv6 addresses are written in brackets (`[::1]:8080`).
+//! - **Port**: an entry `host:port` allows that port; an entry without a port allows only the
+//!   scheme's default port (443 for `https`, 80 for `http`), never every port.
+//! - **Egress policy**: the operator's own policy applies too, judged on the address the name
+//!   resolves to when connecting (so a name pointing at loopback, link-local, cloud metadata
+//!   or the API server is refused unless the operator allows it); a refusal is
+//!   [`SendError::Denied`] naming the address and why.
+//! - **Redirects** are never followed: a 3xx is the response, and the hook decides.
+//! - **Time**: a request ends at the host's request timeout or at the hook's deadline,
+//!   whichever comes first ([`SendError::Timeout`]); it never outlives the call.
+//! - **Size**: a response body over the host's cap is [`SendError::TooLarge`].
+//!
 //! ```no_run
 //! use plugboard_sdk::http::{self, Request};
 //! use plugboard_sdk::HookError;
@@ -139,7 +156,8 @@ pub enum SendError {
     /// policy refuses the address, or the URL is not usable.
     #[error("request denied: {0}")]
     Denied(String),
-    /// No response within the host's request timeout.
+    /// No response within the host's request timeout, or before the hook's deadline (a
+    /// request is never given more time than the call has left).
     #[error("request timed out")]
     Timeout,
     /// The response was larger than the host's cap.

@@ -53,6 +53,22 @@
 //! fail. A panic logs its message through [`log`] and ends the call as a trap, which plugboard
 //! reports as a bug in the component; return a [`HookError`] for failures you expect.
 //!
+//! # Errors
+//!
+//! Return a [`HookError`] for failures you expect; its kind decides what plugboard does next
+//! (`InvalidInput`: Stalled until the spec or the inputs change; `RetryLater`: called again
+//! after a backoff, not Stalled; `Failed`: Stalled with a Warning Event, called again after a
+//! backoff). The table is on [`HookError`]. Hooks do not return results: as in the reference,
+//! results come from the spec's `result` sources and `resultTemplate`, which see both configs.
+//!
+//! # HTTP mode
+//!
+//! With the feature `http-server`, `server::Server` serves the same [`Apparatus`] as an HTTP
+//! apparatus over the reference's wire protocol — in an apparatus pod, or on a laptop with the
+//! operator's debug endpoint pointed at it — so a team starts with a pod and moves to
+//! WebAssembly without rewriting. The author guide (`sdk/README.md` in the repository) walks
+//! through both.
+//!
 //! # Testing
 //!
 //! On any target other than `wasm32`, the host services are replaced by an in-memory fake and
@@ -94,6 +110,8 @@ mod host;
 pub mod http;
 pub mod log;
 mod object;
+#[cfg(all(feature = "http-server", not(target_arch = "wasm32")))]
+pub mod server;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;

@@ -47,17 +47,29 @@ impl fmt::Display for Side {
 
 /// Why a hook failed. Errors are data that plugboard turns into a condition on the Plug or
 /// Socket; a panic is a bug and is reported as a trap instead.
+///
+/// Each kind has its own behaviour in the operator (the condition reason is in brackets):
+///
+/// | kind | conditions | Warning Event | called again |
+/// | --- | --- | --- | --- |
+/// | [`InvalidInput`](HookError::InvalidInput) (`HookInvalidInput`) | `Ready=False`, `Stalled=True` | yes | only once the spec (generation, labels, annotations) or the hook's inputs (configs, data, vars) change |
+/// | [`RetryLater`](HookError::RetryLater) (`HookRetryLater`) | `Ready=False`, `Reconciling=True` saying it will retry; not Stalled | no | after a backoff (doubling per failure, up to the operator's `--retry-max-seconds`) |
+/// | [`Failed`](HookError::Failed) (`HookFailed`) | `Ready=False`, `Stalled=True` | yes | after a backoff |
+///
+/// Over HTTP (`plugboard_sdk::server`, feature `http-server`) the kinds are the statuses
+/// `422`, `503` and `500`, which plugboard maps back to the same behaviour.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HookError {
     /// The input cannot be used; retrying is pointless until the Plug or Socket changes. The
-    /// message says what to fix.
+    /// message says what to fix. plugboard does not call the hook again with the same inputs.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A transient condition (a dependency is down, a result is not ready); plugboard retries
-    /// the hook later.
+    /// A transient condition (a dependency is down, a result is not ready); plugboard calls
+    /// the hook again after a backoff, without marking the Plug or Socket Stalled.
     #[error("retry later: {0}")]
     RetryLater(String),
-    /// The hook failed; plugboard reports the message and retries with backoff.
+    /// The hook failed; plugboard reports the message (Stalled, with a Warning Event) and
+    /// calls the hook again after a backoff.
     #[error("{0}")]
     Failed(String),
 }

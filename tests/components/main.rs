@@ -13,7 +13,7 @@ const HOOKS: &str = "plugboard:apparatus/hooks@0.1.0";
 const HOST: &str = "plugboard:apparatus/host@0.1.0";
 /// Types-only interface the hooks use; the world imports it, but it has no functions.
 const TYPES: &str = "plugboard:apparatus/types@0.1.0";
-const PLUGINS: [&str; 2] = ["recorder", "adversary"];
+const PLUGINS: [&str; 3] = ["recorder", "adversary", "greeter"];
 
 fn bytes(name: &str) -> Vec<u8> {
     let path = plugins::component(name)

@@ -20,5 +20,6 @@ mod pods;
 mod rbac;
 mod results;
 mod status;
+mod sdk;
 mod teardown;
 mod wasm;

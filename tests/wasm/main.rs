@@ -245,6 +245,44 @@ async fn http_reaches_only_allowed_hosts() {
     assert_eq!(rec.calls()[0].path, "/probe");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_request_never_outlives_the_call_deadline() {
+    // The host's own request timeout is an hour: only the call's 500 ms deadline can end a
+    // request to a server that never answers.
+    let rt = WasmRuntime::new(
+        WasmOptions {
+            http_timeout: Duration::from_secs(3600),
+            ..WasmOptions::default()
+        },
+        loopback_egress(),
+    )
+    .unwrap();
+    let rec = Recorder::start().await;
+    rec.reply("/slow", plugboard_tests::recorder::Reply::Hang);
+    let url = format!("{}/slow", rec.url());
+    let host = rec.url().trim_start_matches("http://").to_owned();
+    // Built and loaded before the clock starts: only the call is timed.
+    load(&rt, "adversary").await;
+    let data = [("mode", "http"), ("url", url.as_str())];
+    let allowed = [host.as_str()];
+    let call = adversary(&rt, &data, &allowed);
+    let result = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the call outlived its deadline by a minute: the request was not capped");
+    // The request ends when the deadline passes; the guest is then stopped at its next
+    // instruction, or reports the timed-out request if it gets there first.
+    match result {
+        Err(WasmError::Timeout { after, .. }) => {
+            assert_eq!(after, Duration::from_millis(500));
+        }
+        Err(WasmError::Guest { message, .. }) => {
+            assert!(message.contains("request timed out"), "{message}");
+        }
+        other => panic!("expected the deadline to end the call, got {other:?}"),
+    }
+    assert_eq!(rec.calls().len(), 1, "the request was sent");
+}
+
 /// Options with a compiled cache in `state/cache` and its key file in `state/key`.
 fn cached(state: &Path) -> WasmOptions {
     WasmOptions {

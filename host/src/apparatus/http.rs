@@ -236,6 +236,17 @@ impl HttpApparatusError {
         matches!(self, HttpApparatusError::Timeout { .. })
     }
 
+    /// The kind of hook error an error status means ([`super::HookErrorKind::from_status`]);
+    /// `None` for failures that are not the apparatus's answer.
+    pub fn hook_error_kind(&self) -> Option<super::HookErrorKind> {
+        match self {
+            HttpApparatusError::Status { code, .. } => {
+                Some(super::HookErrorKind::from_status(*code))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the operator's egress policy refused the endpoint.
     pub fn is_egress_denied(&self) -> bool {
         matches!(self, HttpApparatusError::EgressDenied { .. })
@@ -460,7 +471,7 @@ fn validate(base: &str) -> Result<(), EndpointError> {
 }
 
 /// `url` with any `user:password@` removed from its authority.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

@@ -65,3 +65,48 @@ pub struct HookRequest<'a> {
     /// The Socket's validated config (`coupled`, `updated`, `decoupled` only).
     pub socket_config: Option<&'a Values>,
 }
+
+/// The kinds of error a hook returns — the WIT `hook-error` of a WebAssembly component, the
+/// status of an HTTP apparatus's answer ([`HookErrorKind::from_status`]) — each with its own
+/// behaviour in the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookErrorKind {
+    /// `invalid-input`: Stalled; not called again until the spec or the hook's inputs change.
+    InvalidInput,
+    /// `retry-later`: not Stalled; called again after a backoff.
+    RetryLater,
+    /// `failed`: Stalled with a Warning Event; called again after a backoff.
+    Failed,
+}
+
+impl HookErrorKind {
+    /// The kind an HTTP apparatus's error status means: `422` is invalid input, `429` and `503`
+    /// ask to retry later, any other status of 400 or more is a failure. (`plugboard-sdk`'s
+    /// HTTP server answers each `HookError` with these.)
+    pub fn from_status(code: u16) -> Self {
+        match code {
+            422 => HookErrorKind::InvalidInput,
+            429 | 503 => HookErrorKind::RetryLater,
+            _ => HookErrorKind::Failed,
+        }
+    }
+
+    /// The condition and Event reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HookErrorKind::InvalidInput => "HookInvalidInput",
+            HookErrorKind::RetryLater => "HookRetryLater",
+            HookErrorKind::Failed => "HookFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for HookErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HookErrorKind::InvalidInput => "invalid input",
+            HookErrorKind::RetryLater => "retry later",
+            HookErrorKind::Failed => "failed",
+        })
+    }
+}

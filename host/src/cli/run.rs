@@ -129,6 +129,15 @@ pub struct RunArgs {
     /// link-local, metadata and the API server are refused by default either way.
     #[arg(long, env = "PLUGBOARD_EGRESS_DENY_UNLISTED")]
     egress_deny_unlisted: bool,
+    /// Local development: send every Plug's hooks and `config` calls to this HTTP endpoint
+    /// (for example `plugboard-sdk`'s HTTP mode on your machine) instead of the apparatus in
+    /// its spec. Plugs without an apparatus are not called. The operator warns loudly while it
+    /// is set; never use it in production. The environment variable is the reference's name.
+    #[arg(long, env = "DEBUG_PLUG_ENDPOINT")]
+    debug_plug_endpoint: Option<String>,
+    /// The same for Sockets.
+    #[arg(long, env = "DEBUG_SOCKET_ENDPOINT")]
+    debug_socket_endpoint: Option<String>,
     /// Run the controllers only while holding a `coordination.k8s.io/v1` Lease, so several
     /// replicas are safe: the others stand by and take over within --leader-elect-lease-seconds
     /// when the leader dies, at once when it shuts down. A leader that cannot renew within the
@@ -259,6 +268,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.egress.allow = egress_allow;
     options.egress.deny = egress_deny;
     options.egress.deny_unlisted = args.egress_deny_unlisted;
+    options.debug_plug_endpoint = args.debug_plug_endpoint.filter(|e| !e.trim().is_empty());
+    options.debug_socket_endpoint = args.debug_socket_endpoint.filter(|e| !e.trim().is_empty());
     tracing::info!(?options, "starting plugboard");
     let metrics = Arc::new(plugboard::metrics::Metrics::default());
     let role = if args.leader_elect {

@@ -2,8 +2,8 @@
 //! and its message (the chain of causes) says what to fix. Messages never carry values read
 //! from Secrets or apparatuses: only names and keys.
 
-use crate::apparatus::Side;
 use crate::apparatus::http::{EndpointError, HttpApparatusError};
+use crate::apparatus::{HookErrorKind, Side};
 use crate::crd::conditions::reasons;
 use crate::engine::admission::PolicyError;
 use crate::engine::config::MissingProperties;
@@ -223,6 +223,15 @@ pub enum Error {
         /// The deadline.
         after: std::time::Duration,
     },
+    /// A hook already answered invalid input to these very inputs (see `verdicts`): it is not
+    /// called again until they change.
+    #[error("{message}")]
+    InvalidInputUnchanged {
+        /// The reason of the first answer.
+        reason: &'static str,
+        /// The message of the first answer.
+        message: String,
+    },
     /// The hook calls of a Socket already use all its slots.
     #[error(
         "the apparatus calls of Socket {socket} already use all {limit} of its slots; retrying"
@@ -249,7 +258,13 @@ impl Error {
             Error::SourceRead { .. } | Error::SourceNotText { .. } => reasons::SOURCE_UNAVAILABLE,
             Error::Interface(_) => reasons::CONFIG_INVALID,
             Error::Apparatus { source, .. } if source.is_egress_denied() => reasons::EGRESS_DENIED,
-            Error::Endpoint { .. } | Error::Apparatus { .. } => reasons::APPARATUS_FAILED,
+            Error::Apparatus { source, .. } => match source.hook_error_kind() {
+                Some(kind @ (HookErrorKind::InvalidInput | HookErrorKind::RetryLater)) => {
+                    kind.reason()
+                }
+                _ => reasons::APPARATUS_FAILED,
+            },
+            Error::Endpoint { .. } => reasons::APPARATUS_FAILED,
             Error::Policy(_) => reasons::INVALID_POLICY,
             Error::Pod { source, .. } => source.reason(),
             Error::ResultKey { .. } => reasons::RESULT_INVALID,
@@ -267,6 +282,21 @@ impl Error {
             Error::Impersonation(source) => source.reason(),
             Error::Deadline { .. } => "ReconcileTimeout",
             Error::ApparatusBusy { .. } => "ApparatusBusy",
+            Error::InvalidInputUnchanged { reason, .. } => reason,
+        }
+    }
+
+    /// The kind of error the apparatus returned, when this is a hook's own answer (not a
+    /// trap, a timeout or a transport failure): what the operator does next depends on it.
+    pub fn hook_error_kind(&self) -> Option<HookErrorKind> {
+        match self {
+            Error::Wasm {
+                source: crate::wasm::WasmError::Guest { kind, .. },
+                ..
+            } => Some(*kind),
+            Error::Apparatus { source, .. } => source.hook_error_kind(),
+            Error::InvalidInputUnchanged { .. } => Some(HookErrorKind::InvalidInput),
+            _ => None,
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::render::Renderer;
 use super::sources::{Apparatus, Owner};
-use super::{Context, Error, objects, write};
+use super::{Context, Error, objects, verdicts, write};
 use crate::apparatus::{HookRequest, Side};
 use crate::crd::LifecyclePoint;
 use crate::engine::Values;
@@ -72,6 +72,18 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
         None => None,
     };
     let started = std::time::Instant::now();
+    // A hook that answered invalid input is not called again with the same inputs.
+    let key = verdicts::call_key(
+        owner.uid,
+        owner.side,
+        point.as_str(),
+        inputs.plug,
+        inputs.socket,
+        &[inputs.plug_config, inputs.socket_config],
+    );
+    if apparatus.is_some() {
+        verdicts::check(ctx, &key)?;
+    }
     match apparatus {
         Some(Apparatus::Http {
             endpoint,
@@ -81,10 +93,12 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
             let result = ctx.http.hook(&endpoint, &request).await;
             ctx.metrics
                 .hook_called(http_kind(lease.as_ref()), point.as_str(), started.elapsed());
-            result.map_err(|source| Error::Apparatus {
-                side: owner.side,
-                source,
-            })?;
+            result
+                .map_err(|source| Error::Apparatus {
+                    side: owner.side,
+                    source,
+                })
+                .map_err(|e| verdicts::note(ctx, key, e))?;
         }
         Some(Apparatus::Wasm(wasm)) => {
             Metrics::inc(&ctx.metrics.apparatus_calls);
@@ -93,10 +107,12 @@ pub(crate) async fn run<K: Resource<DynamicType = ()>>(
                 .hook(wasm.loaded, &request, wasm.limits, wasm.context)
                 .await;
             wasm_called(ctx, point.as_str(), started, result.as_ref().err());
-            result.map_err(|source| Error::Wasm {
-                side: owner.side,
-                source,
-            })?;
+            result
+                .map_err(|source| Error::Wasm {
+                    side: owner.side,
+                    source,
+                })
+                .map_err(|e| verdicts::note(ctx, key, e))?;
         }
         None => {}
     }

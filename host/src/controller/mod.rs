@@ -6,6 +6,7 @@
 //! coupling at once never race on the Socket's status. Changes to a Socket wake exactly the
 //! Plugs that reference it or are coupled to it; changes to a Plug wake its Socket.
 
+mod debug;
 mod deferred;
 mod error;
 mod fairness;
@@ -22,6 +23,7 @@ mod seed;
 mod socket;
 mod sources;
 mod vars;
+mod verdicts;
 mod wasm;
 mod write;
 
@@ -127,6 +129,13 @@ pub struct Options {
     /// Where HTTP apparatus endpoints, WebAssembly `host.send` and registry pulls (registry,
     /// token service, redirects) may connect, besides the built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
     pub egress: EgressOptions,
+    /// Send every Plug's hooks and `config` calls to this HTTP endpoint instead of the
+    /// apparatus in its spec (the reference's `DEBUG_PLUG_ENDPOINT`; for local development).
+    pub debug_plug_endpoint: Option<String>,
+    /// The same for Sockets (`DEBUG_SOCKET_ENDPOINT`).
+    pub debug_socket_endpoint: Option<String>,
+    /// How often the operator repeats its warning while a debug endpoint is set.
+    pub debug_warning_every: Duration,
 }
 
 impl Default for Options {
@@ -155,6 +164,9 @@ impl Default for Options {
             templates: TemplateLimits::default(),
             pods: PodOptions::default(),
             egress: EgressOptions::default(),
+            debug_plug_endpoint: None,
+            debug_socket_endpoint: None,
+            debug_warning_every: Duration::from_secs(60),
         }
     }
 }
@@ -236,6 +248,8 @@ pub struct Context {
     pub(crate) retries: fairness::Retries,
     /// Hook call slots per Socket.
     pub(crate) hook_slots: fairness::HookSlots,
+    /// Hook calls that answered invalid input, not repeated with the same inputs.
+    pub(crate) invalid_inputs: verdicts::InvalidInputs,
 }
 
 impl std::fmt::Debug for Context {
@@ -322,6 +336,7 @@ impl Context {
             _cache_dir: cache_dir,
             retries: fairness::Retries::default(),
             hook_slots: fairness::HookSlots::default(),
+            invalid_inputs: verdicts::InvalidInputs::default(),
         })
     }
 
@@ -700,6 +715,7 @@ pub async fn run(
     let config = with_api_timeouts(config, options.api_timeouts);
     let client = Client::try_from(config.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
     let metrics_of_run = metrics.clone();
+    let _debug_warning = debug::warn_while_running(&options);
     let mut ctx = Context::new(client, config, options, metrics, plugs).await?;
     ctx.opt_ins = Some(opt_ins);
     let ctx = Arc::new(ctx);

@@ -19,7 +19,7 @@ use super::hooks::{self, HookInputs};
 use super::render::{self, Renderer, Seed};
 use super::sources::{self, Computed, Owner, Parties};
 use super::{Context, Error, FORCE_DECOUPLE_ANNOTATION, requeue, socket_key, write};
-use crate::apparatus::Side;
+use crate::apparatus::{HookErrorKind, Side};
 use crate::crd::conditions::{self, DesiredCondition, reasons, types};
 use crate::crd::{CoupledObjectRef, LifecyclePoint, Plug, PlugStatus, ResultRef, Socket};
 use crate::engine::Values;
@@ -89,7 +89,41 @@ impl Outcome {
         }
     }
 
+    /// A hook asked to be called again later: not Stalled, no Warning Event; retried with
+    /// backoff.
+    fn retrying(reason: &'static str, message: String, action: Action) -> Self {
+        let message = format!("{message}; plugboard calls the hook again after a backoff");
+        Outcome {
+            conditions: vec![
+                DesiredCondition::fails(types::READY, reason, message.clone()),
+                DesiredCondition::fails(types::COUPLED, reason, message.clone()),
+                DesiredCondition::holds(types::RECONCILING, reason, message),
+            ],
+            action,
+            warning: None,
+        }
+    }
+
     fn failed(error: &Error, ctx: &Context) -> Self {
+        match error.hook_error_kind() {
+            Some(HookErrorKind::RetryLater) => {
+                return Outcome::retrying(
+                    error.reason(),
+                    error.message(),
+                    requeue(super::retry_delay(ctx)),
+                );
+            }
+            // Not called again until its inputs change (see `verdicts`); looked at again on
+            // the re-check timer, so changes no watch reports are noticed.
+            Some(HookErrorKind::InvalidInput) => {
+                return Outcome::stalled(
+                    error.reason(),
+                    error.message(),
+                    requeue(recheck_delay(ctx)),
+                );
+            }
+            Some(HookErrorKind::Failed) | None => {}
+        }
         let action = if error.needs_spec_change() {
             Action::await_change()
         } else if matches!(error, Error::ConfigFlapping) {

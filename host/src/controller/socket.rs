@@ -18,6 +18,7 @@ use super::hooks::{self, HookInputs};
 use super::render::{self, Renderer};
 use super::sources::Owner;
 use super::{Context, Error, FORCE_DECOUPLE_ANNOTATION, requeue, write};
+use crate::apparatus::HookErrorKind;
 use crate::crd::conditions::{self, DesiredCondition, reasons, types};
 use crate::crd::{CoupledObjectRef, LifecyclePoint, Plug, Socket, SocketStatus};
 use crate::metrics::Metrics;
@@ -336,6 +337,23 @@ async fn failed(
     let reason = error.reason();
     super::fairness::note_failure(reason);
     let message = error.message();
+    let kind = error.hook_error_kind();
+    // A hook that asked to be called again later is not Stalled and gets no Warning Event.
+    if kind == Some(HookErrorKind::RetryLater) {
+        let message = format!("{message}; plugboard calls the hook again after a backoff");
+        write_status(
+            ctx,
+            socket,
+            status,
+            &[
+                DesiredCondition::fails(types::READY, reason, message.clone()),
+                DesiredCondition::fails(types::COUPLED, reason, message.clone()),
+                DesiredCondition::holds(types::RECONCILING, reason, message),
+            ],
+        )
+        .await?;
+        return Ok(requeue(super::retry_delay(ctx)));
+    }
     let previous = socket
         .status
         .as_ref()
@@ -354,7 +372,10 @@ async fn failed(
         ],
     )
     .await?;
-    Ok(if error.needs_spec_change() {
+    Ok(if kind == Some(HookErrorKind::InvalidInput) {
+        // Not called again until its inputs change (see `verdicts`).
+        requeue(ctx.options.recheck)
+    } else if error.needs_spec_change() {
         Action::await_change()
     } else {
         requeue(super::retry_delay(ctx))

@@ -132,6 +132,20 @@ impl<'a> Owner<'a> {
         let Some(spec) = self.spec.apparatus.as_ref() else {
             return Ok(None);
         };
+        // The local development loop: a debug endpoint replaces whatever the spec names.
+        if let Some(debug) = super::debug::endpoint(&ctx.options, self.side) {
+            return Endpoint::resolve(Some(debug), self.name, self.namespace, false)
+                .map(|endpoint| {
+                    Some(Apparatus::Http {
+                        endpoint,
+                        pod: None,
+                    })
+                })
+                .map_err(|source| Error::Endpoint {
+                    side: self.side,
+                    source,
+                });
+        }
         if let Some(wasm) = spec.wasm.as_ref() {
             return Ok(Some(Apparatus::Wasm(
                 super::wasm::resolve(ctx, *self, wasm).await?,
@@ -458,6 +472,18 @@ pub(crate) async fn configs(
             None => None,
         };
         let started = std::time::Instant::now();
+        // A `config` hook that answered invalid input is not called again with the same inputs.
+        let key = super::verdicts::call_key(
+            owner.uid,
+            owner.side,
+            "config",
+            Some(parties.plug_json),
+            Some(parties.socket_json),
+            &[Some(&plug_data), Some(&socket_data), vars],
+        );
+        if endpoint.is_some() {
+            super::verdicts::check(ctx, &key)?;
+        }
         let apparatus = match endpoint {
             Some(Apparatus::Http {
                 endpoint,
@@ -470,10 +496,14 @@ pub(crate) async fn configs(
                     "config",
                     started.elapsed(),
                 );
-                Some(result.map_err(|source| Error::Apparatus {
-                    side: owner.side,
-                    source,
-                })?)
+                Some(
+                    result
+                        .map_err(|source| Error::Apparatus {
+                            side: owner.side,
+                            source,
+                        })
+                        .map_err(|e| super::verdicts::note(ctx, key, e))?,
+                )
             }
             Some(Apparatus::Wasm(wasm)) => {
                 super::Metrics::inc(&ctx.metrics.apparatus_calls);
@@ -482,10 +512,14 @@ pub(crate) async fn configs(
                     .config(wasm.loaded, &request, wasm.limits, wasm.context)
                     .await;
                 super::hooks::wasm_called(ctx, "config", started, result.as_ref().err());
-                Some(result.map_err(|source| Error::Wasm {
-                    side: owner.side,
-                    source,
-                })?)
+                Some(
+                    result
+                        .map_err(|source| Error::Wasm {
+                            side: owner.side,
+                            source,
+                        })
+                        .map_err(|e| super::verdicts::note(ctx, key, e))?,
+                )
             }
             None => None,
         };

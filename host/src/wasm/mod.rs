@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use crate::apparatus::{ConfigRequest, HookRequest, Side};
+use crate::apparatus::{ConfigRequest, HookErrorKind, HookRequest, Side};
 use crate::budget::MemoryBudget;
 use crate::crd::LifecyclePoint;
 use crate::egress::{EgressDenied, EgressPolicy};
@@ -185,8 +185,8 @@ pub enum WasmError {
     Guest {
         /// The hook.
         hook: &'static str,
-        /// `invalid input`, `retry later` or `failed`.
-        kind: &'static str,
+        /// Which `hook-error` the component returned: what plugboard does next.
+        kind: HookErrorKind,
         /// The component's message.
         message: String,
     },
@@ -195,8 +195,8 @@ pub enum WasmError {
     EgressDenied {
         /// The hook.
         hook: &'static str,
-        /// `invalid input`, `retry later`, `failed` or `trapped`.
-        kind: &'static str,
+        /// Which `hook-error` the component returned after the refusal.
+        kind: HookErrorKind,
         /// The component's message.
         message: String,
         /// The refused request.
@@ -259,7 +259,7 @@ impl WasmError {
             WasmError::OutOfMemory { .. } => "HookOutOfMemory",
             WasmError::OutputFlood { .. } => "HookOutputFlood",
             WasmError::Trap { .. } => "HookTrapped",
-            WasmError::Guest { .. } => "HookFailed",
+            WasmError::Guest { kind, .. } => kind.reason(),
             WasmError::Limits(_) => "InvalidLimits",
             WasmError::TooLarge { .. } => "ComponentTooLarge",
             WasmError::Busy { .. } => "WasmBusy",
@@ -840,9 +840,9 @@ where
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             let (kind, message) = match error {
-                wit::HookError::InvalidInput(m) => ("invalid input", m),
-                wit::HookError::RetryLater(m) => ("retry later", m),
-                wit::HookError::Failed(m) => ("failed", m),
+                wit::HookError::InvalidInput(m) => (HookErrorKind::InvalidInput, m),
+                wit::HookError::RetryLater(m) => (HookErrorKind::RetryLater, m),
+                wit::HookError::Failed(m) => (HookErrorKind::Failed, m),
             };
             if let Some(source) = egress_denied {
                 return Err(WasmError::EgressDenied {
@@ -1055,7 +1055,7 @@ mod tests {
         let error = scrub_error(
             WasmError::Guest {
                 hook: "config",
-                kind: "failed",
+                kind: HookErrorKind::Failed,
                 message: "got s3cr3t-password".into(),
             },
             &inputs,

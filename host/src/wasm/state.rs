@@ -1,7 +1,7 @@
 //! The state of one hook call's store: a WASI context that grants nothing, the memory limiter,
 //! bounded output, and the host imports (`log`, gated `send`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -87,7 +87,23 @@ struct Gate {
     egress: EgressPolicy,
     handle: tokio::runtime::Handle,
     timeout: Duration,
+    /// When the call's deadline passes: no request outlives it.
+    deadline: Instant,
     max_body: usize,
+}
+
+impl Gate {
+    /// The timeout of a request sent now: the host's request timeout, capped at the time left
+    /// before the call's deadline. `None` when no time is left.
+    fn timeout_now(&self) -> Option<Duration> {
+        capped_timeout(self.timeout, self.deadline, Instant::now())
+    }
+}
+
+/// `timeout`, capped at what is left of `deadline` at `now`; `None` when nothing is left.
+fn capped_timeout(timeout: Duration, deadline: Instant, now: Instant) -> Option<Duration> {
+    let left = deadline.checked_duration_since(now)?;
+    (!left.is_zero()).then(|| timeout.min(left))
 }
 
 /// The store data of one call.
@@ -141,6 +157,8 @@ impl CallState {
                 egress,
                 handle,
                 timeout: options.http_timeout,
+                // The store's epoch deadline starts when the call does, right after this.
+                deadline: Instant::now() + limits.timeout,
                 max_body: options.http_max_body,
             },
             owner: context.owner.clone(),
@@ -283,11 +301,12 @@ impl host::Host for CallState {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::Denied(format!("method {:?} is not supported", request.method))
         })?;
-        let mut builder = self
-            .gate
-            .client
-            .request(method, url)
-            .timeout(self.gate.timeout);
+        // The guest is not interrupted while the host waits for the answer: the request's
+        // timeout is what keeps the call within its deadline.
+        let Some(timeout) = self.gate.timeout_now() else {
+            return Err(SendError::Timeout);
+        };
+        let mut builder = self.gate.client.request(method, url).timeout(timeout);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
@@ -348,6 +367,23 @@ impl host::Host for CallState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_timeouts_never_pass_the_call_deadline() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            capped_timeout(10 * second, now + 2 * second, now),
+            Some(2 * second)
+        );
+        assert_eq!(
+            capped_timeout(second, now + 5 * second, now),
+            Some(second),
+            "a deadline far off leaves the host's timeout"
+        );
+        assert_eq!(capped_timeout(second, now, now), None);
+        assert_eq!(capped_timeout(second, now, now + second), None);
+    }
 
     #[test]
     fn allow_list_matches_host_and_port_defaulting_to_the_scheme_port() {

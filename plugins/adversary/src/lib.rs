@@ -21,6 +21,8 @@
 //! | `addr` | `socket`: the IPv4 `address:port` to connect to (default `127.0.0.1:80`) |
 //! | `url` | `http`: the URL to `GET` (required) |
 //! | `megabytes` | `flood`: how much to write to each of stdout, stderr and the host log (default 4); `hog`: how much to allocate (default 1024) |
+//! | `message` | `invalid-input`, `retry-later`, `failed`: the error's message (default: the mode's name) |
+//! | `report` | a URL to `POST` `{"hook": "<hook>", "mode": "<mode>"}` to through the host's `send` before misbehaving, so a test counts the calls (its host must be in `allowedHosts`; a failed report is ignored) |
 //!
 //! # Modes
 //!
@@ -42,6 +44,9 @@
 //! | `env` | reads `var` and counts the environment | `env: HOME is not set (0 variables visible)` |
 //! | `socket` | opens a TCP connection to `addr` through `wasi:sockets` | `socket: ...` an error (no network) |
 //! | `http` | `GET url` through the host's `send` | the status, or `denied` unless the spec allows the host |
+//! | `invalid-input` | returns `Err(InvalidInput(message))` | Stalled, and not called again until the spec or the inputs change |
+//! | `retry-later` | returns `Err(RetryLater(message))` | not Stalled; called again after a backoff |
+//! | `failed` | returns `Err(Failed(message))` | Stalled, a Warning Event, and called again after a backoff |
 //!
 //! An unknown mode is `Err(InvalidInput)`.
 
@@ -79,11 +84,17 @@ pub enum Mode {
     Socket,
     /// Send an HTTP request through the host.
     Http,
+    /// Return `HookError::InvalidInput`.
+    InvalidInput,
+    /// Return `HookError::RetryLater`.
+    RetryLater,
+    /// Return `HookError::Failed`.
+    Failed,
 }
 
 impl Mode {
     /// Every mode, by its name in the `mode` key.
-    pub const ALL: [(&'static str, Mode); 11] = [
+    pub const ALL: [(&'static str, Mode); 14] = [
         ("ok", Mode::Ok),
         ("spin", Mode::Spin),
         ("hog", Mode::Hog),
@@ -95,6 +106,9 @@ impl Mode {
         ("env", Mode::Env),
         ("socket", Mode::Socket),
         ("http", Mode::Http),
+        ("invalid-input", Mode::InvalidInput),
+        ("retry-later", Mode::RetryLater),
+        ("failed", Mode::Failed),
     ];
 
     fn parse(name: &str) -> HookResult<Mode> {
@@ -127,7 +141,14 @@ fn misbehave(hook: &str, keys: &Values) -> HookResult {
     let param = |key: &str, default: &'static str| -> String {
         keys.get(key).cloned().unwrap_or_else(|| default.to_owned())
     };
+    if let Some(url) = keys.get("report") {
+        report(url, hook, keys.get("mode").map_or("ok", String::as_str));
+    }
+    let message = |name: &'static str| param("message", name);
     let outcome = match mode {
+        Mode::InvalidInput => return Err(HookError::invalid_input(message("invalid-input"))),
+        Mode::RetryLater => return Err(HookError::retry_later(message("retry-later"))),
+        Mode::Failed => return Err(HookError::failed(message("failed"))),
         Mode::Ok => return Ok(()),
         Mode::Spin => spin(),
         Mode::Hog => hog(&param("megabytes", "1024"))?,
@@ -294,6 +315,17 @@ fn tcp_connect(addr: std::net::SocketAddrV4) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Tells `url` that `hook` ran in `mode`; a failure is only logged.
+fn report(url: &str, hook: &str, mode: &str) {
+    let body = format!(r#"{{"hook":"{hook}","mode":"{mode}"}}"#);
+    let request = Request::post(url, body).with_header("content-type", "application/json");
+    if let Err(e) = http::send(request) {
+        log::warn(format_args!(
+            "adversary {hook}: report to {url} failed: {e}"
+        ));
+    }
+}
+
 fn get(url: &str) -> String {
     match http::send(Request::get(url)) {
         Ok(response) => format!("http: GET {url}: status {}", response.status),
@@ -432,6 +464,38 @@ mod tests {
         let h = Harness::new(Adversary);
         let outcome = failure(config(&h, &[("mode", "socket"), ("addr", &addr)]));
         assert_eq!(outcome, format!("socket: connected to {addr}"));
+    }
+
+    #[test]
+    fn error_modes_return_their_kind_after_reporting_the_call() {
+        let mut h = Harness::new(Adversary);
+        h.respond("POST", "http://counter.example/", Response::new(200));
+        let report = ("report", "http://counter.example/");
+        assert_eq!(
+            config(&h, &[("mode", "invalid-input"), ("message", "no"), report]),
+            Err(HookError::InvalidInput("no".into()))
+        );
+        assert_eq!(
+            config(&h, &[("mode", "retry-later"), report]),
+            Err(HookError::RetryLater("retry-later".into()))
+        );
+        assert_eq!(
+            config(&h, &[("mode", "failed"), report]),
+            Err(HookError::Failed("failed".into()))
+        );
+        let bodies: Vec<String> = h
+            .requests()
+            .into_iter()
+            .map(|r| String::from_utf8(r.body.unwrap_or_default()).unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                r#"{"hook":"config","mode":"invalid-input"}"#,
+                r#"{"hook":"config","mode":"retry-later"}"#,
+                r#"{"hook":"config","mode":"failed"}"#
+            ]
+        );
     }
 
     #[test]
