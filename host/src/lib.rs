@@ -15,6 +15,7 @@ pub mod egress;
 pub mod engine;
 pub mod metrics;
 pub mod oci;
+pub mod signature;
 pub mod wasm;
 
 #[cfg(test)]

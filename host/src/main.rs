@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plugboard",
@@ -33,6 +35,8 @@ enum Command {
     /// CRDs, run the operator against it, couple a sample Socket and Plug, and show them.
     #[cfg(feature = "dev")]
     Dev(dev::Args),
+    /// Publish, inspect, pull and sign WebAssembly components in OCI registries.
+    Plugin(cli::plugin::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +66,9 @@ fn main() -> anyhow::Result<()> {
         Command::Dev(args) => tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
             .block_on(dev::run(args)),
+        Command::Plugin(args) => tokio::runtime::Runtime::new()
+            .context("failed to start the async runtime")?
+            .block_on(cli::plugin::run(args)),
     }
 }
 
@@ -182,6 +189,8 @@ struct RunArgs {
     /// link-local, metadata and the API server are refused by default either way.
     #[arg(long, env = "PLUGBOARD_EGRESS_DENY_UNLISTED")]
     egress_deny_unlisted: bool,
+    #[command(flatten)]
+    signatures: cli::signatures::SignatureArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +244,7 @@ fn egress_rules(entries: &[String]) -> anyhow::Result<Vec<plugboard::egress::Egr
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let egress_allow = egress_rules(&args.egress_allow).context("--egress-allow")?;
     let egress_deny = egress_rules(&args.egress_deny).context("--egress-deny")?;
+    let signatures = args.signatures.options()?;
     let config = kube::Config::infer()
         .await
         .context("failed to find a kubeconfig or in-cluster configuration")?;
@@ -286,6 +296,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.egress.allow = egress_allow;
     options.egress.deny = egress_deny;
     options.egress.deny_unlisted = args.egress_deny_unlisted;
+    options.signatures = signatures;
     tracing::info!(?options, "starting plugboard");
     let metrics = std::sync::Arc::new(plugboard::metrics::Metrics::default());
     let shutdown = async {

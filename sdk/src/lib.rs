@@ -97,10 +97,12 @@ mod object;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
+mod version;
 
 pub use apparatus::Apparatus;
 pub use object::Object;
 pub use types::{ConfigInput, Coupling, HookError, HookResult, Side, Values};
+pub use version::{SDK_VERSION, SDK_VERSION_SECTION};
 
 /// The JSON library [`Object`] is built on, re-exported so plugins need no dependency of their
 /// own to read objects or write fixtures (`plugboard_sdk::serde_json::json!`).

@@ -18,6 +18,7 @@ mod plug;
 mod pods;
 mod render;
 mod seed;
+mod signatures;
 mod socket;
 mod sources;
 mod vars;
@@ -126,6 +127,9 @@ pub struct Options {
     /// Where HTTP apparatus endpoints and WebAssembly `host.send` may connect, besides the
     /// built-in denials (loopback, link-local, the API server; see [`crate::egress`]).
     pub egress: EgressOptions,
+    /// Which component signatures are trusted and whether they are required (see
+    /// [`crate::signature`]).
+    pub signatures: crate::signature::SignatureOptions,
 }
 
 impl Default for Options {
@@ -154,6 +158,7 @@ impl Default for Options {
             templates: TemplateLimits::default(),
             pods: PodOptions::default(),
             egress: EgressOptions::default(),
+            signatures: Default::default(),
         }
     }
 }
@@ -235,6 +240,8 @@ pub struct Context {
     pub(crate) retries: fairness::Retries,
     /// Hook call slots per Socket.
     pub(crate) hook_slots: fairness::HookSlots,
+    /// Component digests whose signatures verified.
+    pub(crate) verified: crate::signature::VerifiedDigests,
 }
 
 impl std::fmt::Debug for Context {
@@ -319,6 +326,7 @@ impl Context {
             _cache_dir: cache_dir,
             retries: fairness::Retries::default(),
             hook_slots: fairness::HookSlots::default(),
+            verified: Default::default(),
         })
     }
 

@@ -163,5 +163,7 @@ async fn fetch(
             break;
         }
     }
-    ctx.oci.fetch(&wasm.image, &auth).await.map_err(oci)
+    let fetched = ctx.oci.fetch(&wasm.image, &auth).await.map_err(oci)?;
+    super::signatures::check(ctx, owner, &wasm.image, &auth, &fetched.manifest_digest).await?;
+    Ok(fetched)
 }

@@ -28,6 +28,7 @@ mod error;
 pub mod media;
 mod push;
 mod reference;
+mod signature;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,8 +45,9 @@ use tracing::Instrument as _;
 
 pub use auth::{RegistryAuth, auth_from_docker_config};
 pub use error::{Missing, OciError};
-pub use push::{push_artifact, push_component};
+pub use push::{push_artifact, push_component, push_with_config};
 pub use reference::ImageRef;
+pub use signature::push_signature;
 
 use cache::BlobCache;
 use media::ComponentLayer;
@@ -256,6 +258,20 @@ impl ComponentStore {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(found)
+    }
+
+    /// The cosign signatures stored next to `image` (its repository) for the manifest
+    /// `manifest_digest`, read with `auth` through the client fetches use: `None` when there is
+    /// no signature manifest. See [`crate::signature`].
+    pub async fn signatures(
+        &self,
+        image: &str,
+        auth: &RegistryAuth,
+        manifest_digest: &str,
+    ) -> Result<Option<Vec<crate::signature::StoredSignature>>, OciError> {
+        let reference = ImageRef::parse(image)?;
+        let client = self.inner.client(&reference, auth)?;
+        signature::fetch(&client, &reference, auth, manifest_digest).await
     }
 
     /// Spawns the fetch task. Called with `inflight` locked, so the task's own removal of its
