@@ -119,7 +119,11 @@ async fn plugin_push_writes_the_cncf_wasm_layout_that_oras_reads() {
         &[],
     )
     .await;
-    assert_eq!(sha256(&manifest), digest, "the printed digest is the manifest's");
+    assert_eq!(
+        sha256(&manifest),
+        digest,
+        "the printed digest is the manifest's"
+    );
     let manifest: Value = serde_json::from_slice(&manifest).unwrap();
     assert_eq!(
         manifest["mediaType"],
@@ -142,7 +146,14 @@ async fn plugin_push_writes_the_cncf_wasm_layout_that_oras_reads() {
     );
     let config = run(
         &oras,
-        &["blob", "fetch", "--plain-http", "--output", "-", &config_ref],
+        &[
+            "blob",
+            "fetch",
+            "--plain-http",
+            "--output",
+            "-",
+            &config_ref,
+        ],
         dir,
         &[],
     )
@@ -270,13 +281,18 @@ async fn plugin_inspect_of_files_says_what_the_operator_can_run() {
         )
         .await,
     );
-    assert!(shown.contains("contract:   plugboard:apparatus@0.2.0"), "{shown}");
+    assert!(
+        shown.contains("contract:   plugboard:apparatus@0.2.0"),
+        "{shown}"
+    );
     assert!(
         shown.contains("sdk:        unknown (no plugboard-sdk-version section)"),
         "{shown}"
     );
     assert!(
-        shown.contains("runnable:   no: the component does not implement plugboard:apparatus/hooks@0.1.0"),
+        shown.contains(
+            "runnable:   no: the component does not implement plugboard:apparatus/hooks@0.1.0"
+        ),
         "{shown}"
     );
 

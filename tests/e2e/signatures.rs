@@ -61,7 +61,10 @@ async fn tamper(registry: &Registry, dir: &Path, repository: &str, tag: &str, si
     )
     .await
     .unwrap();
-    let signature = format!("{repository}:{}", plugboard::signature::signature_tag(signed));
+    let signature = format!(
+        "{repository}:{}",
+        plugboard::signature::signature_tag(signed)
+    );
     run(
         &oras,
         &[
@@ -146,7 +149,9 @@ async fn with_required_signatures_a_cosign_signed_component_runs_and_unsigned_or
     sc.wait_plug_ready(&ns, "signed").await;
 
     let message = |p: &plugboard::crd::Plug| plug_condition(p, "Ready").unwrap().message.clone();
-    let missing = sc.wait_plug_reason(&ns, "unsigned", "SignatureMissing").await;
+    let missing = sc
+        .wait_plug_reason(&ns, "unsigned", "SignatureMissing")
+        .await;
     assert!(
         message(&missing).contains("has no signature") && message(&missing).contains("cosign sign"),
         "{}",
@@ -155,9 +160,16 @@ async fn with_required_signatures_a_cosign_signed_component_runs_and_unsigned_or
     let event = sc
         .wait_warning(&ns, "SignatureMissing", Some("unsigned"))
         .await;
-    assert!(event.note.unwrap_or_default().contains("has no signature"));
+    assert!(
+        event
+            .message
+            .unwrap_or_default()
+            .contains("has no signature")
+    );
 
-    let invalid = sc.wait_plug_reason(&ns, "tampered", "SignatureInvalid").await;
+    let invalid = sc
+        .wait_plug_reason(&ns, "tampered", "SignatureInvalid")
+        .await;
     assert!(
         message(&invalid).contains(&format!("signed \"{tampered}\", not this digest")),
         "{}",
@@ -316,7 +328,9 @@ async fn plugin_sign_signatures_verify_with_cosign_and_keys_come_from_a_secret()
     }
     sc.wait_plug_ready(&ns, "signed").await;
     sc.wait_plug_ready(&ns, "unsigned").await;
-    let invalid = sc.wait_plug_reason(&ns, "tampered", "SignatureInvalid").await;
+    let invalid = sc
+        .wait_plug_reason(&ns, "tampered", "SignatureInvalid")
+        .await;
     let message = plug_condition(&invalid, "Ready").unwrap().message.clone();
     assert!(message.contains("not this digest"), "{message}");
 }

@@ -363,6 +363,10 @@ async fn verify(reference: &str, keys: &[PathBuf], registry: &RegistryArgs) -> a
         .signatures(reference, &pulled.auth, digest)
         .await?;
     plugboard::signature::judge(&keys, true, reference, digest, stored.as_deref())?;
-    println!("{reference}@{digest}: signature verified");
+    println!(
+        "{}/{}@{digest}: signature verified",
+        pulled.image.registry(),
+        pulled.image.repository()
+    );
     Ok(())
 }
