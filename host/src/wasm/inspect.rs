@@ -169,6 +169,50 @@ mod tests {
     }
 
     #[test]
+    fn the_sdk_version_is_read_from_a_nested_core_module() {
+        let component = |section: &str| {
+            wat::parse_str(format!(
+                r#"(component (core module (@custom "{SDK_VERSION_SECTION}" "{section}")))"#
+            ))
+            .unwrap()
+        };
+        let info = inspect(&component("0.1.0")).unwrap();
+        assert_eq!(info.sdk_version.as_deref(), Some("0.1.0"));
+        assert_eq!(info.world, None);
+        assert_eq!(info.exports, Vec::<String>::new());
+        // Not a version: too long, or with spaces or control characters.
+        for junk in [&"9".repeat(65), "0.1 beta", "0.1\\0a"] {
+            assert_eq!(
+                inspect(&component(junk)).unwrap().sdk_version,
+                None,
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plugboard_component_names_its_world_and_contract() {
+        let bytes = wat::parse_str(
+            r#"(component (instance $hooks) (export "plugboard:apparatus/hooks@0.1.0" (instance $hooks)))"#,
+        )
+        .unwrap();
+        let info = inspect(&bytes).unwrap();
+        assert_eq!(info.contract_version.as_deref(), Some("0.1.0"));
+        assert_eq!(
+            info.world.as_deref(),
+            Some("plugboard:apparatus/apparatus@0.1.0")
+        );
+        assert_eq!(info.exports, ["plugboard:apparatus/hooks@0.1.0"]);
+        let config = info.artifact_config("2026-01-01T00:00:00Z");
+        assert_eq!(
+            config["component"]["target"],
+            "plugboard:apparatus/apparatus@0.1.0"
+        );
+        assert_eq!(config["layerDigests"][0], info.digest);
+        assert_eq!(config["os"], "wasip2");
+    }
+
+    #[test]
     fn a_truncated_component_is_a_decode_error() {
         assert!(matches!(
             inspect(b"\0asm\x0d\0\x01\0\x07\x05"),
