@@ -19,7 +19,9 @@
 //! fetch runs in an `oci.fetch` span carrying the image reference; credentials never appear in
 //! spans, logs or errors.
 //!
-//! [`push_component`] and [`push_artifact`] write artifacts, for tests and tooling.
+//! [`push_component`], [`push_artifact`] and [`push_with_config`] write artifacts, for tests and
+//! tooling (`plugboard plugin push`); [`ComponentStore::signatures`] reads cosign signatures and
+//! [`push_signature`] writes them (see [`crate::signature`]).
 
 mod auth;
 mod cache;
