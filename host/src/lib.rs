@@ -22,6 +22,7 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod oci;
+pub mod signature;
 pub mod status;
 pub mod wasm;
 

@@ -41,6 +41,8 @@ enum Command {
     /// everything and removes what it made.
     #[cfg(feature = "dev")]
     Dev(plugboard::dev::Args),
+    /// Publish, inspect, pull and sign WebAssembly components in OCI registries.
+    Plugin(cli::plugin::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +76,9 @@ fn main() -> anyhow::Result<()> {
         Command::Dev(args) => Ok(tokio::runtime::Runtime::new()
             .context("failed to start the async runtime")?
             .block_on(plugboard::dev::run(args))?),
+        Command::Plugin(args) => tokio::runtime::Runtime::new()
+            .context("failed to start the async runtime")?
+            .block_on(cli::plugin::run(args)),
     }
 }
 

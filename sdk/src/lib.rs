@@ -115,10 +115,14 @@ pub mod server;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
+mod version;
 
 pub use apparatus::Apparatus;
 pub use object::Object;
 pub use types::{ConfigInput, Coupling, HookError, HookResult, Side, Values};
+#[doc(hidden)]
+pub use version::sdk_version_bytes as __private_sdk_version_bytes;
+pub use version::{SDK_VERSION, SDK_VERSION_SECTION};
 
 /// The JSON library [`Object`] is built on, re-exported so plugins need no dependency of their
 /// own to read objects or write fixtures (`plugboard_sdk::serde_json::json!`).
@@ -150,6 +154,7 @@ macro_rules! export {
     ($apparatus:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            $crate::__sdk_version_section!();
             type __PlugboardApparatus = $crate::__private::Glue<$apparatus>;
             $crate::__private::export_glue!(
                 __PlugboardApparatus with_types_in $crate::__private

@@ -2,3 +2,5 @@
 
 pub mod logs;
 pub mod run;
+pub(crate) mod plugin;
+pub(crate) mod signatures;

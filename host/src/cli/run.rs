@@ -138,6 +138,8 @@ pub struct RunArgs {
     /// The same for Sockets.
     #[arg(long, env = "DEBUG_SOCKET_ENDPOINT")]
     debug_socket_endpoint: Option<String>,
+    #[command(flatten)]
+    signatures: super::signatures::SignatureArgs,
     /// Run the controllers only while holding a `coordination.k8s.io/v1` Lease, so several
     /// replicas are safe: the others stand by and take over within --leader-elect-lease-seconds
     /// when the leader dies, at once when it shuts down. A leader that cannot renew within the
@@ -268,6 +270,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     options.egress.allow = egress_allow;
     options.egress.deny = egress_deny;
     options.egress.deny_unlisted = args.egress_deny_unlisted;
+    options.signatures = args.signatures.options()?;
     options.debug_plug_endpoint = args.debug_plug_endpoint.filter(|e| !e.trim().is_empty());
     options.debug_socket_endpoint = args.debug_socket_endpoint.filter(|e| !e.trim().is_empty());
     tracing::info!(?options, "starting plugboard");

@@ -99,6 +99,15 @@ pub enum Error {
         #[source]
         source: crate::wasm::WasmError,
     },
+    /// A side's WebAssembly component is not signed as the operator's policy demands.
+    #[error("the {} apparatus component's signature was not accepted", side.as_str())]
+    Signature {
+        /// Whose apparatus.
+        side: Side,
+        /// Why.
+        #[source]
+        source: crate::signature::SignatureError,
+    },
     /// The Socket's coupling policy cannot be evaluated.
     #[error("the Socket's coupling policy is invalid")]
     Policy(#[source] PolicyError),
@@ -279,6 +288,7 @@ impl Error {
             Error::Oci { source, .. } => source.reason(),
             Error::Object(source) => source.reason(),
             Error::Wasm { source, .. } => source.reason(),
+            Error::Signature { source, .. } => source.reason(),
             Error::Impersonation(source) => source.reason(),
             Error::Deadline { .. } => "ReconcileTimeout",
             Error::ApparatusBusy { .. } => "ApparatusBusy",

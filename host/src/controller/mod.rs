@@ -20,6 +20,7 @@ mod pods;
 mod render;
 mod result;
 mod seed;
+mod signatures;
 mod socket;
 mod sources;
 mod vars;
@@ -136,6 +137,9 @@ pub struct Options {
     pub debug_socket_endpoint: Option<String>,
     /// How often the operator repeats its warning while a debug endpoint is set.
     pub debug_warning_every: Duration,
+    /// Which component signatures are trusted and whether they are required (see
+    /// [`crate::signature`]).
+    pub signatures: crate::signature::SignatureOptions,
 }
 
 impl Default for Options {
@@ -167,6 +171,7 @@ impl Default for Options {
             debug_plug_endpoint: None,
             debug_socket_endpoint: None,
             debug_warning_every: Duration::from_secs(60),
+            signatures: Default::default(),
         }
     }
 }
@@ -250,6 +255,8 @@ pub struct Context {
     pub(crate) hook_slots: fairness::HookSlots,
     /// Hook calls that answered invalid input, not repeated with the same inputs.
     pub(crate) invalid_inputs: verdicts::InvalidInputs,
+    /// Component digests whose signatures verified.
+    pub(crate) verified: crate::signature::VerifiedDigests,
 }
 
 impl std::fmt::Debug for Context {
@@ -337,6 +344,7 @@ impl Context {
             retries: fairness::Retries::default(),
             hook_slots: fairness::HookSlots::default(),
             invalid_inputs: verdicts::InvalidInputs::default(),
+            verified: Default::default(),
         })
     }
 

@@ -162,5 +162,7 @@ async fn fetch(
     }
     let fetched = ctx.oci.fetch(&wasm.image, &auth).await;
     ctx.metrics.component_pulled(fetched.is_ok());
-    fetched.map_err(oci)
+    let fetched = fetched.map_err(oci)?;
+    super::signatures::check(ctx, owner, &wasm.image, &auth, &fetched.manifest_digest).await?;
+    Ok(fetched)
 }

@@ -26,8 +26,10 @@
 //! [`OciError::EgressDenied`] before anything (credentials included) is sent. Manifests and
 //! token answers are read as streams within [`StoreOptions::max_manifest_bytes`].
 //!
-//! [`push_component`] and [`push_artifact`] write artifacts, for tests and tooling (with
-//! `oci-client`, outside the egress policy: they are not driven by tenants).
+//! [`push_component`], [`push_artifact`] and [`push_with_config`] write artifacts, for tests and
+//! tooling (`plugboard plugin push`; with `oci-client`, outside the egress policy: they are not
+//! driven by tenants); [`ComponentStore::signatures`] reads cosign signatures and
+//! [`push_signature`] writes them (see [`crate::signature`]).
 
 mod auth;
 mod cache;
@@ -38,6 +40,7 @@ pub mod media;
 mod pull;
 mod push;
 mod reference;
+mod signature;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,8 +55,9 @@ use tracing::Instrument as _;
 
 pub use auth::{RegistryAuth, auth_from_docker_config};
 pub use error::{Missing, OciError};
-pub use push::{push_artifact, push_component};
+pub use push::{push_artifact, push_component, push_with_config};
 pub use reference::ImageRef;
+pub use signature::push_signature;
 
 use crate::egress::EgressPolicy;
 use cache::BlobCache;
@@ -279,6 +283,19 @@ impl ComponentStore {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(found)
+    }
+
+    /// The cosign signatures stored next to `image` (its repository) for the manifest
+    /// `manifest_digest`, read with `auth` through the client fetches use: `None` when there is
+    /// no signature manifest. See [`crate::signature`].
+    pub async fn signatures(
+        &self,
+        image: &str,
+        auth: &RegistryAuth,
+        manifest_digest: &str,
+    ) -> Result<Option<Vec<crate::signature::StoredSignature>>, OciError> {
+        let reference = ImageRef::parse(image)?;
+        signature::fetch(&self.inner.puller, &reference, auth, manifest_digest).await
     }
 
     /// Spawns the fetch task. Called with `inflight` locked, so the task's own removal of its

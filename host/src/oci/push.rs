@@ -53,6 +53,41 @@ pub async fn push_artifact(
     auth: &RegistryAuth,
     plain_http_hosts: &[String],
 ) -> Result<String, OciError> {
+    let layer_digest = sha256(layer);
+    let config = match config_media_type {
+        OCI_EMPTY_CONFIG_MEDIA_TYPE => json!({}),
+        wasm if is_wasm_config(wasm) => {
+            json!({"architecture": "wasm", "os": "wasip2", "layerDigests": [layer_digest]})
+        }
+        _ => json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }),
+    };
+    push_with_config(
+        reference,
+        config_media_type,
+        &config,
+        layer_media_type,
+        layer,
+        auth,
+        plain_http_hosts,
+    )
+    .await
+}
+
+/// Pushes a single-layer artifact with the given config JSON and media types to `reference`
+/// (`registry/repository:tag`) and returns the manifest digest.
+pub async fn push_with_config(
+    reference: &str,
+    config_media_type: &str,
+    config: &serde_json::Value,
+    layer_media_type: &str,
+    layer: &[u8],
+    auth: &RegistryAuth,
+    plain_http_hosts: &[String],
+) -> Result<String, OciError> {
     let image = ImageRef::parse(reference)?;
     if image.digest().is_some() || image.tag().is_none() {
         return Err(OciError::InvalidReference {
@@ -73,18 +108,7 @@ pub async fn push_artifact(
         .map_err(translate)?;
 
     let layer_digest = sha256(layer);
-    let config = match config_media_type {
-        OCI_EMPTY_CONFIG_MEDIA_TYPE => json!({}),
-        wasm if is_wasm_config(wasm) => {
-            json!({"architecture": "wasm", "os": "wasip2", "layerDigests": [layer_digest]})
-        }
-        _ => json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": []},
-        }),
-    };
-    let config = serde_json::to_vec(&config).map_err(|e| encode_error(&image, e))?;
+    let config = serde_json::to_vec(config).map_err(|e| encode_error(&image, e))?;
     let config_digest = sha256(&config);
 
     client

@@ -13,6 +13,7 @@
 //! incompatible component — is a typed [`WasmError`], never a crash of the operator.
 
 mod cache;
+pub mod inspect;
 mod limits;
 mod state;
 
