@@ -15,9 +15,11 @@
 mod cache;
 mod limits;
 mod state;
+mod steps;
 
 pub use cache::{CacheDir, CacheKey, PrivacyError, private_dir, private_dir_or_fresh};
 pub use limits::{CallLimits, LimitsError};
+pub use steps::CallSteps;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ use crate::crd::LifecyclePoint;
 use crate::egress::{EgressDenied, EgressPolicy};
 use crate::engine::Values;
 use state::CallState;
+use steps::{Step, StepCounters};
 
 /// Bindings generated from `wit/0.1.0` — the only place they are generated.
 mod bindings {
@@ -306,6 +309,7 @@ pub struct WasmRuntime {
     secrets: Arc<SecretValues>,
     options: WasmOptions,
     ticking: Ticking,
+    steps: Arc<StepCounters>,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -386,7 +390,13 @@ impl WasmRuntime {
             secrets: Arc::new(SecretValues::default()),
             options,
             ticking,
+            steps: Arc::default(),
         })
+    }
+
+    /// The time hook calls spent in each step so far, summed over the calls.
+    pub fn call_steps(&self) -> CallSteps {
+        self.steps.read()
     }
 
     /// The runtime's options.
@@ -533,6 +543,7 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
     ) -> Result<Values, WasmError> {
+        let started = Instant::now();
         let inputs: Vec<String> = [
             Some(request.plug_data),
             Some(request.socket_data),
@@ -557,6 +568,7 @@ impl WasmRuntime {
                 limits,
                 context,
                 inputs,
+                started,
                 move |store, apparatus| {
                     apparatus
                         .plugboard_apparatus_hooks()
@@ -575,6 +587,7 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
     ) -> Result<(), WasmError> {
+        let started = Instant::now();
         let empty = Values::new();
         let inputs: Vec<String> = [request.plug_config, request.socket_config]
             .into_iter()
@@ -595,6 +608,7 @@ impl WasmRuntime {
             limits,
             context,
             inputs,
+            started,
             move |store, apparatus| {
                 let hooks = apparatus.plugboard_apparatus_hooks();
                 match point {
@@ -616,6 +630,7 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
         inputs: Vec<String>,
+        started: Instant,
         f: F,
     ) -> Result<R, WasmError>
     where
@@ -632,7 +647,7 @@ impl WasmRuntime {
             .into_iter()
             .filter(|v| self.secrets.contains(v))
             .collect();
-        let waited = Instant::now();
+        let waited = self.steps.lap(Step::Encode, started);
         let permit = tokio::time::timeout(
             self.options.queue_timeout,
             self.permits.clone().acquire_owned(),
@@ -643,25 +658,35 @@ impl WasmRuntime {
             waited: waited.elapsed(),
         })?
         .map_err(setup)?;
+        let dispatched = self.steps.lap(Step::Queue, waited);
+        let steps = self.steps.clone();
         let engine = self.engine.clone();
         let http = self.http.clone();
         let egress = self.egress.clone();
         let options = self.options.clone();
         let handle = tokio::runtime::Handle::current();
         let ticking = self.ticking.clone();
-        tokio::task::spawn_blocking(move || {
+        let (result, returned) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _ticking = ticking;
+            let running = steps.lap(Step::Dispatch, dispatched);
             let result = run(
-                &engine, &loaded, hook, limits, context, &options, http, egress, &inputs, handle, f,
+                &engine, &loaded, hook, limits, context, &options, http, egress, &inputs, handle,
+                &steps, running, f,
             );
-            result.map_err(|error| scrub_error(error, &inputs))
+            (
+                result.map_err(|error| scrub_error(error, &inputs)),
+                Instant::now(),
+            )
         })
         .await
         .map_err(|e| WasmError::Trap {
             hook,
             message: format!("the call's thread failed: {e}"),
-        })?
+        })?;
+        self.steps.lap(Step::Resume, returned);
+        self.steps.count();
+        result
     }
 }
 
@@ -783,6 +808,8 @@ fn run<R, F>(
     egress: EgressPolicy,
     secrets: &[String],
     handle: tokio::runtime::Handle,
+    steps: &StepCounters,
+    running: Instant,
     f: F,
 ) -> Result<R, WasmError>
 where
@@ -806,16 +833,27 @@ where
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
     store.epoch_deadline_trap();
 
-    let started = Instant::now();
-    let result = loaded
-        .pre
-        .instantiate(&mut store)
-        .and_then(|apparatus| f(&mut store, &apparatus));
-    let elapsed = started.elapsed();
+    let started = steps.lap(Step::Setup, running);
+    let result = match loaded.pre.instantiate(&mut store) {
+        Ok(apparatus) => {
+            let instantiated = steps.lap(Step::Instantiate, started);
+            let result = f(&mut store, &apparatus);
+            steps.lap(Step::Call, instantiated);
+            result
+        }
+        Err(error) => {
+            steps.lap(Step::Instantiate, started);
+            Err(error)
+        }
+    };
+    let ending = Instant::now();
+    let elapsed = ending.saturating_duration_since(started);
     let denied_memory = store.data().limiter.denied;
     let last_log = store.data().last_log.clone();
     let egress_denied = store.data().egress_denied.clone();
+    drop(store);
     output.flush(&context.owner, hook, secrets);
+    steps.lap(Step::Teardown, ending);
     tracing::debug!(
         owner = %context.owner,
         hook,
