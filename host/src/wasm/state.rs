@@ -1,7 +1,7 @@
 //! The state of one hook call's store: a WASI context that grants nothing, the memory limiter,
 //! bounded output, and the host imports (`log`, gated `send`).
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -10,8 +10,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::plugboard::apparatus::host::{self, Level, Request, Response, SendError};
 use super::bindings::plugboard::apparatus::types;
-use super::{CallContext, CallLimits, WasmOptions};
-use crate::egress::{self, EgressDenied, EgressPolicy};
+use super::call::Shared;
+use super::{CallContext, CallLimits};
+use crate::egress::{self, EgressDenied};
 
 /// Refuses memory growth past the cap — counted over all the linear memories of the call, so a
 /// component with several memories gets no more than one cap — and remembers that it did (to
@@ -19,7 +20,7 @@ use crate::egress::{self, EgressDenied, EgressPolicy};
 pub(crate) struct Limiter {
     memory: usize,
     /// Bytes of linear memory the call's instances hold together.
-    used: usize,
+    pub(crate) used: usize,
     pub(crate) denied: bool,
 }
 
@@ -67,7 +68,7 @@ impl Output {
             }
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().take(200) {
-                let line = log_safe(&super::scrub(line, secrets));
+                let line = log_safe(&super::secrets::scrub(line, secrets));
                 tracing::info!(owner, hook, stream, "{line}");
             }
         }
@@ -83,11 +84,8 @@ impl Output {
 /// client's resolver enforces it for names; address literals are judged here).
 struct Gate {
     allowed: Vec<String>,
-    client: reqwest::Client,
-    egress: EgressPolicy,
-    handle: tokio::runtime::Handle,
-    timeout: Duration,
-    max_body: usize,
+    /// The runtime's client, egress policy and bounds.
+    shared: Arc<Shared>,
 }
 
 /// The store data of one call.
@@ -108,16 +106,14 @@ pub(crate) struct CallState {
 
 impl CallState {
     pub(crate) fn new(
-        context: &CallContext,
+        context: CallContext,
         limits: &CallLimits,
-        options: &WasmOptions,
-        client: reqwest::Client,
-        egress: EgressPolicy,
+        shared: Arc<Shared>,
         secrets: Vec<String>,
-        handle: tokio::runtime::Handle,
     ) -> (Self, Output) {
-        let stdout = MemoryOutputPipe::new(options.output_budget);
-        let stderr = MemoryOutputPipe::new(options.output_budget);
+        let budget = shared.output_budget;
+        let stdout = MemoryOutputPipe::new(budget);
+        let stderr = MemoryOutputPipe::new(budget);
         // Nothing is granted: no preopened directories, no environment, no arguments, no
         // network (socket calls are refused), no stdin.
         let wasi = WasiCtxBuilder::new()
@@ -136,15 +132,11 @@ impl CallState {
                 denied: false,
             },
             gate: Gate {
-                allowed: context.allowed_hosts.clone(),
-                client,
-                egress,
-                handle,
-                timeout: options.http_timeout,
-                max_body: options.http_max_body,
+                allowed: context.allowed_hosts,
+                shared,
             },
-            owner: context.owner.clone(),
-            log_budget: options.output_budget,
+            owner: context.owner,
+            log_budget: budget,
             logged: 0,
             last_log: None,
             egress_denied: None,
@@ -153,7 +145,7 @@ impl CallState {
         let output = Output {
             stdout,
             stderr,
-            budget: options.output_budget,
+            budget,
         };
         (state, output)
     }
@@ -231,7 +223,7 @@ impl host::Host for CallState {
             return;
         }
         self.logged += message.len();
-        let mut line = log_safe(&super::scrub(&message, &self.secrets));
+        let mut line = log_safe(&super::secrets::scrub(&message, &self.secrets));
         if line.len() > 1024 {
             let mut end = 1024;
             while !line.is_char_boundary(end) {
@@ -257,7 +249,7 @@ impl host::Host for CallState {
         self.last_log = Some(line);
     }
 
-    fn send(&mut self, request: Request) -> Result<Response, SendError> {
+    async fn send(&mut self, request: Request) -> Result<Response, SendError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| SendError::Denied(format!("invalid URL {:?}: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -275,7 +267,8 @@ impl host::Host for CallState {
             )));
         }
         // Address literals never reach the resolver: judge them here.
-        if let Err(denied) = self.gate.egress.check_url(&url) {
+        let shared = self.gate.shared.clone();
+        if let Err(denied) = shared.egress.check_url(&url) {
             let message = denied.to_string();
             self.egress_denied = Some(denied);
             return Err(SendError::Denied(message));
@@ -283,20 +276,18 @@ impl host::Host for CallState {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::Denied(format!("method {:?} is not supported", request.method))
         })?;
-        let mut builder = self
-            .gate
-            .client
+        let mut builder = shared
+            .http
             .request(method, url)
-            .timeout(self.gate.timeout);
+            .timeout(shared.http_timeout);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let max = self.gate.max_body;
-        let sent = self.gate.handle.block_on(builder.send());
-        let mut response = match sent {
+        let max = shared.http_max_body;
+        let mut response = match builder.send().await {
             Ok(response) => response,
             Err(e) => {
                 let e = e.without_url();
@@ -316,7 +307,7 @@ impl host::Host for CallState {
             // The client never follows redirects; the guest sees the 3xx and decides.
             tracing::debug!(owner = %self.owner, status = response.status().as_u16(), "host.send got a redirect; not followed");
         }
-        self.gate.handle.block_on(async move {
+        {
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -341,7 +332,7 @@ impl host::Host for CallState {
                 headers,
                 body,
             })
-        })
+        }
     }
 }
 
