@@ -132,7 +132,7 @@ mod tests {
                 "{b:?}"
             );
             assert!(b.default_call_memory <= b.max_call_memory);
-            assert!(b.kept_resident <= MAX_KEPT_RESIDENT && b.kept_resident % 4096 == 0);
+            assert!(b.kept_resident <= MAX_KEPT_RESIDENT && b.kept_resident.is_multiple_of(4096));
         }
     }
 

@@ -25,7 +25,9 @@ use crate::egress::EgressPolicy;
 /// What every call of a runtime shares.
 pub(super) struct Shared {
     pub(super) engine: Engine,
-    pub(super) http: reqwest::Client,
+    /// `host.send`'s client, built on first use (loading the platform's root certificates
+    /// would otherwise be most of a runtime's start).
+    pub(super) http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     pub(super) egress: EgressPolicy,
     /// Bytes of guest stdout, stderr and `host.log` kept per call.
     pub(super) output_budget: usize,
@@ -33,6 +35,25 @@ pub(super) struct Shared {
     pub(super) http_timeout: Duration,
     /// Largest `host.send` response body.
     pub(super) http_max_body: usize,
+}
+
+impl Shared {
+    /// `host.send`'s client: only to what the egress policy permits, never following
+    /// redirects.
+    pub(super) fn client(&self) -> Result<&reqwest::Client, &str> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .tls_backend_preconfigured(crate::apparatus::http::tls_config())
+                    .timeout(self.http_timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(self.egress.resolver())
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
 }
 
 /// Linear memory, over all of a call's memories, that its teardown resets on the caller's

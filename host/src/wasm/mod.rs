@@ -388,14 +388,6 @@ impl WasmRuntime {
         )
         .map_err(setup)?;
 
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(crate::apparatus::http::tls_config())
-            .timeout(options.http_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(egress.resolver())
-            .build()
-            .map_err(setup)?;
-
         let ticking = Ticking(Arc::new(()));
         let alive = Arc::downgrade(&ticking.0);
         let ticker_engine = engine.clone();
@@ -418,7 +410,7 @@ impl WasmRuntime {
         Ok(Self {
             shared: Arc::new(Shared {
                 engine: engine.clone(),
-                http,
+                http: std::sync::OnceLock::new(),
                 egress,
                 output_budget: options.output_budget,
                 http_timeout: options.http_timeout,

@@ -276,10 +276,10 @@ impl host::Host for CallState {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::Denied(format!("method {:?} is not supported", request.method))
         })?;
-        let mut builder = shared
-            .http
-            .request(method, url)
-            .timeout(shared.http_timeout);
+        let client = shared.client().map_err(|e| {
+            SendError::Transport(format!("the operator's HTTP client cannot be set up: {e}"))
+        })?;
+        let mut builder = client.request(method, url).timeout(shared.http_timeout);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
