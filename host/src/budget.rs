@@ -11,6 +11,7 @@
 //! | compiling components | 1/8 | `compile concurrency (1) × largest component × 4` (compilation's working set) |
 //! | compiled components kept | 1/8 | least recently used evicted past this many bytes (and 64 components) |
 //! | bodies read whole | 1/16 | `concurrent calls × host.send body` + manifests + apparatus answers |
+//! | warm call memory | what the above leave of 13/16, ≤ 2 MiB a slot | `2 × concurrent calls × kept resident`: pages idle memory slots keep between calls so the next call takes no page faults |
 //! | everything else | the rest (≥ 3/16) | the operator itself: watch caches, clients, the async runtime |
 //!
 //! The per-call cap is a quarter of the calls' share, between 16 MiB and 512 MiB, and as many
@@ -23,6 +24,11 @@ const MIB: u64 = 1 << 20;
 pub const COMPILE_FACTOR: u64 = 4;
 /// The smallest budget accepted.
 pub const MIN_BUDGET: u64 = 64 * MIB;
+/// The most a WebAssembly memory slot keeps resident between calls: a Rust component's stack,
+/// data and first heap pages.
+pub const MAX_KEPT_RESIDENT: u64 = 2 * MIB;
+/// Idle memory slots that may keep pages resident, per concurrent call.
+pub const WARM_SLOTS_PER_CALL: u64 = 2;
 
 /// The limits derived from one memory budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +53,9 @@ pub struct MemoryBudget {
     pub max_manifest_bytes: u64,
     /// The largest answer of an HTTP apparatus or of a `host.send` request, in bytes.
     pub max_body_bytes: usize,
+    /// Bytes at the start of each WebAssembly memory slot kept resident between calls; at
+    /// most `2 × concurrent_calls` idle slots hold them (0 on budgets too small to spare it).
+    pub kept_resident: u64,
 }
 
 impl MemoryBudget {
@@ -64,7 +73,7 @@ impl MemoryBudget {
         // Each call may hold one body, plus one manifest and one apparatus answer per call.
         let max_body_bytes =
             usize::try_from((bodies / (3 * concurrent_calls as u64)).min(MIB)).unwrap_or(1 << 20);
-        Self {
+        let mut budget = Self {
             total,
             concurrent_calls,
             max_call_memory,
@@ -75,7 +84,13 @@ impl MemoryBudget {
             loaded_bytes: total / 8,
             max_manifest_bytes: (max_body_bytes as u64).min(4 * MIB),
             max_body_bytes,
-        }
+            kept_resident: 0,
+        };
+        // Warm memory gets what the other shares leave of 13/16, page-aligned.
+        let spare = (total / 16 * 13).saturating_sub(budget.worst_case());
+        let slots = WARM_SLOTS_PER_CALL * concurrent_calls as u64;
+        budget.kept_resident = (spare / slots).min(MAX_KEPT_RESIDENT) & !0xfff;
+        budget
     }
 
     /// The worst case of everything the budget bounds held at once, in bytes: it never
@@ -86,6 +101,7 @@ impl MemoryBudget {
             + self.compile_concurrency as u64 * self.max_component_bytes * COMPILE_FACTOR
             + self.loaded_bytes
             + calls * (2 * self.max_body_bytes as u64 + self.max_manifest_bytes)
+            + WARM_SLOTS_PER_CALL * calls * self.kept_resident
     }
 }
 
@@ -116,6 +132,7 @@ mod tests {
                 "{b:?}"
             );
             assert!(b.default_call_memory <= b.max_call_memory);
+            assert!(b.kept_resident <= MAX_KEPT_RESIDENT && b.kept_resident.is_multiple_of(4096));
         }
     }
 
@@ -127,6 +144,10 @@ mod tests {
         assert_eq!(b.default_call_memory, 64 * MIB);
         assert_eq!(b.max_component_bytes, 32 * MIB);
         assert_eq!(b.loaded_bytes, 128 * MIB);
+        assert_eq!(
+            b.kept_resident, MAX_KEPT_RESIDENT,
+            "a gibibyte keeps warm memory"
+        );
         let small = MemoryBudget::derive(256 * MIB);
         assert_eq!(
             (small.concurrent_calls, small.max_call_memory),

@@ -7,40 +7,59 @@
 //! environment, no sockets. Guest stdout/stderr and `host.log` go to tracing, bounded. Outbound
 //! HTTP goes only through `host.send`, only to the spec's `allowedHosts` (an entry without a
 //! port allows only the scheme's default port) and only where the operator's egress policy
-//! permits, judged on the resolved address at connect time; redirects are never followed. Calls run on
-//! blocking threads behind a semaphore, so a slow component cannot stall the async reactor or
-//! other reconciles. Every failure — trap, deadline, memory cap, output flood, guest error,
-//! incompatible component — is a typed [`WasmError`], never a crash of the operator.
+//! permits, judged on the resolved address at connect time; redirects are never followed.
+//! Calls run behind a semaphore (the memory budget's call slots) on the caller's task, with
+//! wasmtime's async support: a running guest yields at every epoch tick, so a slow component
+//! holds an async runtime thread for at most one tick at a time and cannot stall other
+//! reconciles (see [`call`]). Every failure — trap, deadline, memory cap, output flood, guest
+//! error, incompatible component — is a typed [`WasmError`], never a crash of the operator.
+//!
+//! What a call costs is only what isolation needs: a store, a WASI context and an instance of
+//! the component pre-linked once per compiled component (`InstancePre`). The pooling allocator
+//! keeps each memory slot's first pages resident between calls and resets only the pages a
+//! call dirtied (`PAGEMAP_SCAN` where Linux has it), so the next instance takes no page faults;
+//! [`WasmRuntime::call_steps`] says where the time goes.
 
 mod cache;
 pub mod inspect;
+mod call;
 mod limits;
+mod loaded;
+mod secrets;
 mod state;
+mod steps;
 
 pub use cache::{CacheDir, CacheKey, PrivacyError, private_dir, private_dir_or_fresh};
 pub use limits::{CallLimits, LimitsError};
+pub use secrets::SecretValues;
+pub use steps::CallSteps;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::apparatus::{ConfigRequest, HookErrorKind, HookRequest, Side};
 use crate::budget::MemoryBudget;
-use crate::crd::LifecyclePoint;
 use crate::egress::{EgressDenied, EgressPolicy};
 use crate::engine::Values;
+use call::{Invocation, Outcome, Shared};
+use loaded::{CompileGate, LoadedSet};
+use secrets::scrub_error;
 use state::CallState;
+use steps::{Step, StepCounters};
 
-/// Bindings generated from `wit/0.1.0` — the only place they are generated.
+/// Bindings generated from `wit/0.1.0` — the only place they are generated. Hooks are called
+/// with wasmtime's async support and `host.send` awaits its request.
 mod bindings {
     wasmtime::component::bindgen!({
         world: "apparatus",
         path: "../wit/0.1.0",
+        imports: { "plugboard:apparatus/host.send": async },
+        exports: { default: async },
     });
 }
 
@@ -49,8 +68,12 @@ use bindings::plugboard::apparatus::types as wit;
 /// The WIT package versions this host runs.
 pub const SUPPORTED_WORLDS: &[&str] = &["plugboard:apparatus/hooks@0.1.0"];
 
-/// How often the epoch advances; deadlines are counted in these ticks.
+/// How often the epoch advances: deadlines are checked, and running guests yield, at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of each table slot kept resident between calls (tables are small: function
+/// references of a component's shims and indirect calls).
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Operator-wide settings and bounds of the runtime.
 #[derive(Debug, Clone)]
@@ -92,6 +115,10 @@ pub struct WasmOptions {
     /// With [`CacheKey::Ephemeral`] (the default) a new runtime recompiles what an earlier
     /// one cached.
     pub cache_key: CacheKey,
+    /// Bytes at the start of each linear memory slot kept resident between calls (only the
+    /// pages a call dirtied are reset), so the next call's instance takes no page faults
+    /// there; at most `2 × max_concurrent_calls` slots hold them. 0 gives every page back.
+    pub keep_resident: u64,
 }
 
 impl Default for WasmOptions {
@@ -112,6 +139,7 @@ impl Default for WasmOptions {
             http_max_body: 1 << 20,
             cache_dir: None,
             cache_key: CacheKey::Ephemeral,
+            keep_resident: 2 << 20,
         }
     }
 }
@@ -129,6 +157,7 @@ impl WasmOptions {
             max_loaded: budget.loaded_components,
             max_loaded_bytes: budget.loaded_bytes,
             http_max_body: budget.max_body_bytes,
+            keep_resident: budget.kept_resident,
             ..Self::default()
         }
     }
@@ -300,25 +329,23 @@ impl std::fmt::Debug for Loaded {
     }
 }
 
-/// Keeps the epoch clock running. The runtime holds one, and so does every call in flight:
-/// the clock stops only when the runtime is gone *and* no call is running, so a call that is
-/// still running when the operator shuts down still reaches its deadline and ends.
-#[derive(Clone)]
+/// Keeps the epoch clock running while the runtime lives (calls borrow the runtime, so every
+/// call in flight still reaches its deadline and ends).
 struct Ticking(#[allow(dead_code, reason = "held for its lifetime only")] Arc<()>);
 
 /// The runtime: one per operator process.
 pub struct WasmRuntime {
     engine: Engine,
-    linker: Arc<Linker<CallState>>,
+    linker: Linker<CallState>,
     loaded: Mutex<LoadedSet>,
     compiling: CompileGate,
     cache: Option<cache::ArtifactCache>,
     permits: Arc<Semaphore>,
-    http: reqwest::Client,
-    egress: EgressPolicy,
+    shared: Arc<Shared>,
     secrets: Arc<SecretValues>,
     options: WasmOptions,
-    ticking: Ticking,
+    _ticking: Ticking,
+    steps: StepCounters,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -341,34 +368,38 @@ impl WasmRuntime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let calls = u32::try_from(options.max_concurrent_calls.max(1)).unwrap_or(64);
+        let instances = calls * 2 + 4;
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component built with wit-component has a handful of core instances,
         // memories and tables (main module, adapter, shims); leave room for several.
-        pool.total_component_instances(calls * 2 + 4)
-            .total_core_instances((calls * 2 + 4) * 16)
-            .total_memories((calls * 2 + 4) * 4)
-            .total_tables((calls * 2 + 4) * 8)
-            .max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX));
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 16)
+            // Below 128 slots the pool is one shard, so the warm-slot bound below holds for
+            // the whole pool.
+            .total_memories((instances * 4).min(127))
+            .total_tables(instances * 8)
+            // One fiber stack per instantiation or call in flight.
+            .total_stacks(instances)
+            .max_memory_size(usize::try_from(options.max_memory).unwrap_or(usize::MAX))
+            // A finished call's memory is reset by rewriting the pages it dirtied (found with
+            // PAGEMAP_SCAN where the kernel has it) up to `keep_resident`, instead of being
+            // unmapped: the next instance in the slot takes no page faults. Slots are reused
+            // for the same component first; new slots are taken only while fewer than `calls`
+            // idle ones are warm, so at most `2 × calls` slots ever hold resident pages.
+            .linear_memory_keep_resident(usize::try_from(options.keep_resident).unwrap_or(0))
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            .pagemap_scan(Enabled::Auto)
+            .max_unused_warm_slots(calls);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(setup)?;
 
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
         bindings::Apparatus::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
             &mut linker,
             |s| s,
         )
         .map_err(setup)?;
-
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(crate::apparatus::http::tls_config())
-            .timeout(options.http_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy from the environment would be judged instead of the target.
-            .no_proxy()
-            .dns_resolver(egress.resolver())
-            .build()
-            .map_err(setup)?;
 
         let ticking = Ticking(Arc::new(()));
         let alive = Arc::downgrade(&ticking.0);
@@ -390,18 +421,30 @@ impl WasmRuntime {
         };
 
         Ok(Self {
+            shared: Arc::new(Shared {
+                engine: engine.clone(),
+                http: std::sync::OnceLock::new(),
+                egress,
+                output_budget: options.output_budget,
+                http_timeout: options.http_timeout,
+                http_max_body: options.http_max_body,
+            }),
             engine,
-            linker: Arc::new(linker),
+            linker,
             loaded: Mutex::new(LoadedSet::default()),
             compiling: CompileGate::new(options.compile_concurrency),
             cache,
             permits: Arc::new(Semaphore::new(options.max_concurrent_calls.max(1))),
-            http,
-            egress,
             secrets: Arc::new(SecretValues::default()),
             options,
-            ticking,
+            _ticking: ticking,
+            steps: StepCounters::default(),
         })
+    }
+
+    /// The time hook calls spent in each step so far, summed over the calls.
+    pub fn call_steps(&self) -> CallSteps {
+        self.steps.read()
     }
 
     /// The runtime's options.
@@ -548,15 +591,18 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
     ) -> Result<Values, WasmError> {
-        let inputs: Vec<String> = [
-            Some(request.plug_data),
-            Some(request.socket_data),
-            request.vars,
-        ]
-        .into_iter()
-        .flatten()
-        .flat_map(|values| values.values().cloned())
-        .collect();
+        let started = Instant::now();
+        // Only the inputs that came from Secrets are scrubbed from guest text.
+        let secrets = self.secrets.among(
+            [
+                Some(request.plug_data),
+                Some(request.socket_data),
+                request.vars,
+            ]
+            .into_iter()
+            .flatten()
+            .flat_map(|values| values.values()),
+        );
         let input = wit::ConfigInput {
             side: side(request.side),
             plug: request.plug.to_string(),
@@ -565,21 +611,16 @@ impl WasmRuntime {
             socket_data: pairs(request.socket_data),
             vars: request.vars.map(pairs),
         };
-        let out = self
+        let invocation = Invocation::Config(input);
+        match self
             .call(
-                loaded,
-                "config",
-                limits,
-                context,
-                inputs,
-                move |store, apparatus| {
-                    apparatus
-                        .plugboard_apparatus_hooks()
-                        .call_config(store, &input)
-                },
+                loaded, "config", limits, context, secrets, started, invocation,
             )
-            .await?;
-        Ok(out.into_iter().collect())
+            .await?
+        {
+            Outcome::Config(out) => Ok(out.into_iter().collect()),
+            Outcome::Hook => Ok(Values::new()),
+        }
     }
 
     /// Runs a lifecycle hook.
@@ -590,64 +631,52 @@ impl WasmRuntime {
         limits: CallLimits,
         context: CallContext,
     ) -> Result<(), WasmError> {
-        let empty = Values::new();
-        let inputs: Vec<String> = [request.plug_config, request.socket_config]
-            .into_iter()
-            .flatten()
-            .flat_map(|values| values.values().cloned())
-            .collect();
+        let started = Instant::now();
+        let secrets = self.secrets.among(
+            [request.plug_config, request.socket_config]
+                .into_iter()
+                .flatten()
+                .flat_map(|values| values.values()),
+        );
         let input = wit::Coupling {
             side: side(request.side),
             plug: request.plug.map(ToString::to_string),
             socket: request.socket.map(ToString::to_string),
-            plug_config: pairs(request.plug_config.unwrap_or(&empty)),
-            socket_config: pairs(request.socket_config.unwrap_or(&empty)),
+            plug_config: request.plug_config.map(pairs).unwrap_or_default(),
+            socket_config: request.socket_config.map(pairs).unwrap_or_default(),
         };
         let point = request.point;
+        let invocation = Invocation::Hook(point, input);
         self.call(
             loaded,
             point.as_str(),
             limits,
             context,
-            inputs,
-            move |store, apparatus| {
-                let hooks = apparatus.plugboard_apparatus_hooks();
-                match point {
-                    LifecyclePoint::Created => hooks.call_created(store, &input),
-                    LifecyclePoint::Coupled => hooks.call_coupled(store, &input),
-                    LifecyclePoint::Updated => hooks.call_updated(store, &input),
-                    LifecyclePoint::Decoupled => hooks.call_decoupled(store, &input),
-                    LifecyclePoint::Deleted => hooks.call_deleted(store, &input),
-                }
-            },
+            secrets,
+            started,
+            invocation,
         )
         .await
+        .map(|_| ())
     }
 
-    async fn call<R, F>(
+    /// Runs `invocation` in a fresh instance once a call slot is free; `started` is when the
+    /// caller began encoding its input.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call's whole context, passed once"
+    )]
+    async fn call(
         &self,
         loaded: Arc<Loaded>,
         hook: &'static str,
         limits: CallLimits,
         context: CallContext,
-        inputs: Vec<String>,
-        f: F,
-    ) -> Result<R, WasmError>
-    where
-        R: Send + 'static,
-        F: FnOnce(
-                &mut Store<CallState>,
-                &bindings::Apparatus,
-            ) -> wasmtime::Result<Result<R, wit::HookError>>
-            + Send
-            + 'static,
-    {
-        // Only the inputs that came from Secrets are scrubbed from guest text.
-        let inputs: Vec<String> = inputs
-            .into_iter()
-            .filter(|v| self.secrets.contains(v))
-            .collect();
-        let waited = Instant::now();
+        secrets: Vec<String>,
+        started: Instant,
+        invocation: Invocation,
+    ) -> Result<Outcome, WasmError> {
+        let waited = self.steps.lap(Step::Encode, started);
         let permit = tokio::time::timeout(
             self.options.queue_timeout,
             self.permits.clone().acquire_owned(),
@@ -658,117 +687,22 @@ impl WasmRuntime {
             waited: waited.elapsed(),
         })?
         .map_err(setup)?;
-        let engine = self.engine.clone();
-        let http = self.http.clone();
-        let egress = self.egress.clone();
-        let options = self.options.clone();
-        let handle = tokio::runtime::Handle::current();
-        let ticking = self.ticking.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _ticking = ticking;
-            let result = run(
-                &engine, &loaded, hook, limits, context, &options, http, egress, &inputs, handle, f,
-            );
-            result.map_err(|error| scrub_error(error, &inputs))
-        })
-        .await
-        .map_err(|e| WasmError::Trap {
+        let ready = self.steps.lap(Step::Queue, waited);
+        let result = call::run(
+            &self.shared,
+            &loaded,
             hook,
-            message: format!("the call's thread failed: {e}"),
-        })?
-    }
-}
-
-/// The loaded components, least recently used evicted first past a count and a byte bound.
-#[derive(Default)]
-struct LoadedSet {
-    map: HashMap<String, (Arc<Loaded>, u64)>,
-    bytes: u64,
-    clock: u64,
-}
-
-impl LoadedSet {
-    fn get(&mut self, digest: &str) -> Option<Arc<Loaded>> {
-        self.clock += 1;
-        let clock = self.clock;
-        self.map.get_mut(digest).map(|(loaded, used)| {
-            *used = clock;
-            loaded.clone()
-        })
-    }
-
-    /// Adds `loaded` and evicts the least recently used past the bounds; returns the digests
-    /// evicted. (Calls in flight keep what they use until they end.)
-    fn insert(&mut self, loaded: Arc<Loaded>, max_count: usize, max_bytes: u64) -> Vec<String> {
-        self.clock += 1;
-        self.bytes += loaded.code_bytes;
-        if let Some((old, _)) = self.map.insert(loaded.digest.clone(), (loaded, self.clock)) {
-            self.bytes = self.bytes.saturating_sub(old.code_bytes);
-        }
-        let mut evicted = Vec::new();
-        while self.map.len() > max_count || (self.bytes > max_bytes && !self.map.is_empty()) {
-            let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(digest, _)| digest.clone())
-            else {
-                break;
-            };
-            if let Some((old, _)) = self.map.remove(&oldest) {
-                self.bytes = self.bytes.saturating_sub(old.code_bytes);
-            }
-            evicted.push(oldest);
-        }
-        evicted
-    }
-}
-
-/// A counting semaphore for blocking threads: compilations running at once.
-struct CompileGate {
-    running: Mutex<usize>,
-    freed: std::sync::Condvar,
-    max: usize,
-}
-
-/// One compile slot, given back when dropped.
-struct CompileSlot<'a>(&'a CompileGate);
-
-impl CompileGate {
-    fn new(max: usize) -> Self {
-        Self {
-            running: Mutex::new(0),
-            freed: std::sync::Condvar::new(),
-            max: max.max(1),
-        }
-    }
-
-    fn enter(&self) -> CompileSlot<'_> {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *running >= self.max {
-            running = self
-                .freed
-                .wait(running)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *running += 1;
-        CompileSlot(self)
-    }
-}
-
-impl Drop for CompileSlot<'_> {
-    fn drop(&mut self) {
-        let mut running = self
-            .0
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *running = running.saturating_sub(1);
-        self.0.freed.notify_one();
+            limits,
+            context,
+            &secrets,
+            permit,
+            &self.steps,
+            ready,
+            invocation,
+        )
+        .await;
+        self.steps.count();
+        result.map_err(|error| scrub_error(error, &secrets))
     }
 }
 
@@ -781,286 +715,4 @@ fn side(side: Side) -> wit::Side {
 
 fn pairs(values: &Values) -> Vec<(String, String)> {
     values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call's whole context, passed once"
-)]
-fn run<R, F>(
-    engine: &Engine,
-    loaded: &Loaded,
-    hook: &'static str,
-    limits: CallLimits,
-    context: CallContext,
-    options: &WasmOptions,
-    http: reqwest::Client,
-    egress: EgressPolicy,
-    secrets: &[String],
-    handle: tokio::runtime::Handle,
-    f: F,
-) -> Result<R, WasmError>
-where
-    F: FnOnce(
-        &mut Store<CallState>,
-        &bindings::Apparatus,
-    ) -> wasmtime::Result<Result<R, wit::HookError>>,
-{
-    let (state, output) = CallState::new(
-        &context,
-        &limits,
-        options,
-        http,
-        egress,
-        secrets.to_vec(),
-        handle,
-    );
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limiter);
-    let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-    store.epoch_deadline_trap();
-
-    let started = Instant::now();
-    let result = loaded
-        .pre
-        .instantiate(&mut store)
-        .and_then(|apparatus| f(&mut store, &apparatus));
-    let elapsed = started.elapsed();
-    let denied_memory = store.data().limiter.denied;
-    let last_log = store.data().last_log.clone();
-    let egress_denied = store.data().egress_denied.clone();
-    output.flush(&context.owner, hook, secrets);
-    tracing::debug!(
-        owner = %context.owner,
-        hook,
-        us = elapsed.as_micros() as u64,
-        "WebAssembly hook call"
-    );
-    match result {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => {
-            let (kind, message) = match error {
-                wit::HookError::InvalidInput(m) => (HookErrorKind::InvalidInput, m),
-                wit::HookError::RetryLater(m) => (HookErrorKind::RetryLater, m),
-                wit::HookError::Failed(m) => (HookErrorKind::Failed, m),
-            };
-            if let Some(source) = egress_denied {
-                return Err(WasmError::EgressDenied {
-                    hook,
-                    kind,
-                    message: truncate(message, 1024),
-                    source,
-                });
-            }
-            Err(WasmError::Guest {
-                hook,
-                kind,
-                message: truncate(message, 1024),
-            })
-        }
-        Err(error) => Err(classify(
-            error,
-            hook,
-            &limits,
-            denied_memory,
-            output.overflowed(),
-            options.output_budget,
-            last_log,
-        )),
-    }
-}
-
-fn classify(
-    error: wasmtime::Error,
-    hook: &'static str,
-    limits: &CallLimits,
-    denied_memory: bool,
-    flooded: bool,
-    budget: usize,
-    last_log: Option<String>,
-) -> WasmError {
-    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-        return WasmError::Timeout {
-            hook,
-            after: limits.timeout,
-        };
-    }
-    if denied_memory {
-        return WasmError::OutOfMemory {
-            hook,
-            limit: limits.memory,
-        };
-    }
-    if flooded {
-        return WasmError::OutputFlood { hook, budget };
-    }
-    let mut message = match error.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => format!("{error:#}"),
-    };
-    if let Some(line) = last_log {
-        message.push_str(&format!(" (last log line: {line})"));
-    }
-    WasmError::Trap {
-        hook,
-        message: truncate(message, 1024),
-    }
-}
-
-/// Values shorter than this are not scrubbed from guest text: they are too common to mean
-/// anything (and scrubbing them would garble every message).
-const SCRUB_MIN_LEN: usize = 4;
-
-/// How many Secret values [`SecretValues`] keeps; the oldest are forgotten first (and
-/// remembered again the next time their Secret is read for a coupling).
-const SECRET_VALUES_KEPT: usize = 16_384;
-
-/// Values read from Secrets, remembered so that guest text that repeats them is scrubbed
-/// before it reaches status and Events. Bounded; only values of at least four bytes.
-#[derive(Debug, Default)]
-pub struct SecretValues {
-    inner: Mutex<(
-        std::collections::HashSet<String>,
-        std::collections::VecDeque<String>,
-    )>,
-}
-
-impl SecretValues {
-    /// Remembers `values` (those of at least four bytes).
-    pub fn remember<'a>(&self, values: impl IntoIterator<Item = &'a String>) {
-        let mut guard = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (set, order) = &mut *guard;
-        for value in values {
-            if value.len() < SCRUB_MIN_LEN || set.contains(value) {
-                continue;
-            }
-            if order.len() >= SECRET_VALUES_KEPT
-                && let Some(oldest) = order.pop_front()
-            {
-                set.remove(&oldest);
-            }
-            set.insert(value.clone());
-            order.push_back(value.clone());
-        }
-    }
-
-    /// Whether `value` was read from a Secret.
-    pub fn contains(&self, value: &str) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .contains(value)
-    }
-}
-
-/// `error` with every value the hook received that came from a Secret (`inputs` holds only
-/// those) replaced by `[redacted]` in the text the guest supplied, so a component cannot read
-/// Secret values back through status and Events.
-fn scrub_error(error: WasmError, inputs: &[String]) -> WasmError {
-    match error {
-        WasmError::Guest {
-            hook,
-            kind,
-            message,
-        } => WasmError::Guest {
-            hook,
-            kind,
-            message: scrub(&message, inputs),
-        },
-        WasmError::Trap { hook, message } => WasmError::Trap {
-            hook,
-            message: scrub(&message, inputs),
-        },
-        WasmError::EgressDenied {
-            hook,
-            kind,
-            message,
-            source,
-        } => WasmError::EgressDenied {
-            hook,
-            kind,
-            message: scrub(&message, inputs),
-            source,
-        },
-        other => other,
-    }
-}
-
-/// `text` with each of `values` (longest first, of at least [`SCRUB_MIN_LEN`] bytes) replaced
-/// by `[redacted]`.
-pub(crate) fn scrub(text: &str, values: &[String]) -> String {
-    let mut values: Vec<&str> = values
-        .iter()
-        .map(String::as_str)
-        .filter(|v| v.len() >= SCRUB_MIN_LEN)
-        .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    let mut out = text.to_owned();
-    for value in values {
-        if out.contains(value) {
-            out = out.replace(value, "[redacted]");
-        }
-    }
-    out
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_values_are_remembered_bounded() {
-        let values = SecretValues::default();
-        values.remember(&["s3cr3t-password".to_owned(), "abc".to_owned()]);
-        assert!(values.contains("s3cr3t-password"));
-        assert!(!values.contains("abc"), "short values are not kept");
-        let many: Vec<String> = (0..SECRET_VALUES_KEPT + 1)
-            .map(|i| format!("value-{i}"))
-            .collect();
-        values.remember(&many);
-        assert!(
-            !values.contains("s3cr3t-password"),
-            "the oldest is forgotten"
-        );
-        assert!(values.contains(&format!("value-{SECRET_VALUES_KEPT}")));
-    }
-
-    #[test]
-    fn guest_text_never_carries_input_values() {
-        let inputs = vec![
-            "s3cr3t-password".to_owned(),
-            "s3cr3t".to_owned(),
-            "eu".to_owned(),
-        ];
-        assert_eq!(
-            scrub("bad password s3cr3t-password (s3cr3t) in eu", &inputs),
-            "bad password [redacted] ([redacted]) in eu"
-        );
-        let error = scrub_error(
-            WasmError::Guest {
-                hook: "config",
-                kind: HookErrorKind::Failed,
-                message: "got s3cr3t-password".into(),
-            },
-            &inputs,
-        );
-        assert!(!error.to_string().contains("s3cr3t"), "{error}");
-    }
 }

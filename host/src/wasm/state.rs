@@ -1,6 +1,7 @@
 //! The state of one hook call's store: a WASI context that grants nothing, the memory limiter,
 //! bounded output, and the host imports (`log`, gated `send`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
@@ -10,8 +11,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::plugboard::apparatus::host::{self, Level, Request, Response, SendError};
 use super::bindings::plugboard::apparatus::types;
-use super::{CallContext, CallLimits, WasmOptions};
-use crate::egress::{self, EgressDenied, EgressPolicy};
+use super::call::Shared;
+use super::{CallContext, CallLimits};
+use crate::egress::{self, EgressDenied};
 
 /// Refuses memory growth past the cap — counted over all the linear memories of the call, so a
 /// component with several memories gets no more than one cap — and remembers that it did (to
@@ -19,7 +21,7 @@ use crate::egress::{self, EgressDenied, EgressPolicy};
 pub(crate) struct Limiter {
     memory: usize,
     /// Bytes of linear memory the call's instances hold together.
-    used: usize,
+    pub(crate) used: usize,
     pub(crate) denied: bool,
 }
 
@@ -67,7 +69,7 @@ impl Output {
             }
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().take(200) {
-                let line = log_safe(&super::scrub(line, secrets));
+                let line = log_safe(&super::secrets::scrub(line, secrets));
                 tracing::info!(owner, hook, stream, "{line}");
             }
         }
@@ -83,20 +85,17 @@ impl Output {
 /// client's resolver enforces it for names; address literals are judged here).
 struct Gate {
     allowed: Vec<String>,
-    client: reqwest::Client,
-    egress: EgressPolicy,
-    handle: tokio::runtime::Handle,
-    timeout: Duration,
+    /// The runtime's client, egress policy and bounds.
+    shared: Arc<Shared>,
     /// When the call's deadline passes: no request outlives it.
     deadline: Instant,
-    max_body: usize,
 }
 
 impl Gate {
     /// The timeout of a request sent now: the host's request timeout, capped at the time left
     /// before the call's deadline. `None` when no time is left.
     fn timeout_now(&self) -> Option<Duration> {
-        capped_timeout(self.timeout, self.deadline, Instant::now())
+        capped_timeout(self.shared.http_timeout, self.deadline, Instant::now())
     }
 }
 
@@ -124,16 +123,14 @@ pub(crate) struct CallState {
 
 impl CallState {
     pub(crate) fn new(
-        context: &CallContext,
+        context: CallContext,
         limits: &CallLimits,
-        options: &WasmOptions,
-        client: reqwest::Client,
-        egress: EgressPolicy,
+        shared: Arc<Shared>,
         secrets: Vec<String>,
-        handle: tokio::runtime::Handle,
     ) -> (Self, Output) {
-        let stdout = MemoryOutputPipe::new(options.output_budget);
-        let stderr = MemoryOutputPipe::new(options.output_budget);
+        let budget = shared.output_budget;
+        let stdout = MemoryOutputPipe::new(budget);
+        let stderr = MemoryOutputPipe::new(budget);
         // Nothing is granted: no preopened directories, no environment, no arguments, no
         // network (socket calls are refused), no stdin.
         let wasi = WasiCtxBuilder::new()
@@ -152,17 +149,13 @@ impl CallState {
                 denied: false,
             },
             gate: Gate {
-                allowed: context.allowed_hosts.clone(),
-                client,
-                egress,
-                handle,
-                timeout: options.http_timeout,
+                allowed: context.allowed_hosts,
+                shared,
                 // The store's epoch deadline starts when the call does, right after this.
                 deadline: Instant::now() + limits.timeout,
-                max_body: options.http_max_body,
             },
-            owner: context.owner.clone(),
-            log_budget: options.output_budget,
+            owner: context.owner,
+            log_budget: budget,
             logged: 0,
             last_log: None,
             egress_denied: None,
@@ -171,7 +164,7 @@ impl CallState {
         let output = Output {
             stdout,
             stderr,
-            budget: options.output_budget,
+            budget,
         };
         (state, output)
     }
@@ -249,7 +242,7 @@ impl host::Host for CallState {
             return;
         }
         self.logged += message.len();
-        let mut line = log_safe(&super::scrub(&message, &self.secrets));
+        let mut line = log_safe(&super::secrets::scrub(&message, &self.secrets));
         if line.len() > 1024 {
             let mut end = 1024;
             while !line.is_char_boundary(end) {
@@ -275,7 +268,7 @@ impl host::Host for CallState {
         self.last_log = Some(line);
     }
 
-    fn send(&mut self, request: Request) -> Result<Response, SendError> {
+    async fn send(&mut self, request: Request) -> Result<Response, SendError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| SendError::Denied(format!("invalid URL {:?}: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -293,7 +286,8 @@ impl host::Host for CallState {
             )));
         }
         // Address literals never reach the resolver: judge them here.
-        if let Err(denied) = self.gate.egress.check_url(&url) {
+        let shared = self.gate.shared.clone();
+        if let Err(denied) = shared.egress.check_url(&url) {
             let message = denied.to_string();
             self.egress_denied = Some(denied);
             return Err(SendError::Denied(message));
@@ -301,21 +295,23 @@ impl host::Host for CallState {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| {
             SendError::Denied(format!("method {:?} is not supported", request.method))
         })?;
+        let client = shared.client().map_err(|e| {
+            SendError::Transport(format!("the operator's HTTP client cannot be set up: {e}"))
+        })?;
         // The guest is not interrupted while the host waits for the answer: the request's
         // timeout is what keeps the call within its deadline.
         let Some(timeout) = self.gate.timeout_now() else {
             return Err(SendError::Timeout);
         };
-        let mut builder = self.gate.client.request(method, url).timeout(timeout);
+        let mut builder = client.request(method, url).timeout(timeout);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let max = self.gate.max_body;
-        let sent = self.gate.handle.block_on(builder.send());
-        let mut response = match sent {
+        let max = shared.http_max_body;
+        let mut response = match builder.send().await {
             Ok(response) => response,
             Err(e) => {
                 let e = e.without_url();
@@ -335,7 +331,7 @@ impl host::Host for CallState {
             // The client never follows redirects; the guest sees the 3xx and decides.
             tracing::debug!(owner = %self.owner, status = response.status().as_u16(), "host.send got a redirect; not followed");
         }
-        self.gate.handle.block_on(async move {
+        {
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -360,7 +356,7 @@ impl host::Host for CallState {
                 headers,
                 body,
             })
-        })
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Benchmark of the WebAssembly apparatus, printed as a table: per test plugin, the latency of
 //! a hook call in a fresh instance (p50/p99), first use (pull from a loopback registry +
 //! compile), and restart-to-ready (cached pull + loading the compiled form). The baseline,
-//! measured in the same run, is the same hook call to a loopback HTTP apparatus. Figures are
-//! medians over several runs; run it in release mode:
+//! measured in the same run, is the same hook call to a loopback HTTP apparatus. Then where
+//! the time goes: a hook call step by step (the runtime's own counters, mean per call) and a
+//! restart part by part. Figures are medians over several runs; run it in release mode:
 //!
 //! ```sh
 //! cargo run --release -p plugboard-tests --bin wasm-bench -- [runs] [calls]
@@ -15,7 +16,7 @@ use plugboard::apparatus::{HookRequest, Side};
 use plugboard::crd::LifecyclePoint;
 use plugboard::engine::Values;
 use plugboard::oci::{ComponentStore, RegistryAuth, StoreOptions, push_component};
-use plugboard::wasm::{CallContext, CallLimits, WasmOptions, WasmRuntime};
+use plugboard::wasm::{CallContext, CallLimits, CallSteps, WasmOptions, WasmRuntime};
 use plugboard_tests::recorder::Recorder;
 use plugboard_tests::registry::Registry;
 use serde_json::json;
@@ -92,6 +93,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<10} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>14}",
         "plugin", "size KiB", "p50 µs", "p99 µs", "p50/HTTP", "pull ms", "compile ms", "restart ms"
     );
+    // Per plugin: the mean step times of its calls, and the parts of its restarts.
+    let mut breakdowns: Vec<(&str, Vec<f64>, [f64; 4])> = Vec::new();
     for name in ["recorder", "adversary"] {
         let path = tokio::task::spawn_blocking(move || plugboard_tests::plugins::component(name))
             .await??;
@@ -106,6 +109,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
         let (mut p50s, mut p99s, mut pulls, mut compiles, mut restarts) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut steps: Vec<Vec<f64>> = vec![Vec::new(); CallSteps::default().named().len()];
+        let mut parts: [Vec<f64>; 4] = Default::default();
         for _ in 0..runs {
             let dir = tempfile::tempdir()?;
             let store_options = || {
@@ -137,10 +142,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pinned = format!("{}@{}", image, fetched.manifest_digest);
             let t = Instant::now();
             let store = ComponentStore::open(store_options())?;
+            let opened = Instant::now();
             let runtime = WasmRuntime::new(wasm_options, egress.clone())?;
+            let started = Instant::now();
             let again = store.fetch(&pinned, &RegistryAuth::Anonymous).await?;
+            let fetched_at = Instant::now();
             let reloaded = runtime.load(&again.digest, &again.path)?;
-            restarts.push(t.elapsed().as_secs_f64() * 1e3);
+            let done = Instant::now();
+            restarts.push((done - t).as_secs_f64() * 1e3);
+            for (part, d) in parts.iter_mut().zip([
+                opened - t,
+                started - opened,
+                fetched_at - started,
+                done - fetched_at,
+            ]) {
+                part.push(d.as_secs_f64() * 1e3);
+            }
             assert!(reloaded.from_cache, "restart recompiled");
             drop(loaded);
             // Hook calls, each in a fresh instance.
@@ -149,12 +166,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 allowed_hosts: Vec::new(),
             };
             let mut times = Vec::with_capacity(calls);
+            let before = runtime.call_steps();
             for _ in 0..calls {
                 let t = Instant::now();
                 runtime
                     .hook(reloaded.clone(), &request, limits, context.clone())
                     .await?;
                 times.push(t.elapsed());
+            }
+            let spent = runtime.call_steps().since(&before);
+            let per_call = spent.calls.max(1) as f64;
+            for (step, (_, total)) in steps.iter_mut().zip(spent.named()) {
+                step.push(total.as_secs_f64() * 1e6 / per_call);
             }
             times.sort();
             p50s.push(percentile(&times, 0.5));
@@ -172,9 +195,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             median(compiles),
             median(restarts),
         );
+        let [a, b, c, d] = parts;
+        breakdowns.push((
+            name,
+            steps.into_iter().map(median).collect(),
+            [median(a), median(b), median(c), median(d)],
+        ));
     }
     println!(
         "\nmedians over {runs} runs; restart = new store + runtime, cached pull by digest + load of the compiled form"
     );
+    println!("\nhook call step by step, mean µs per call (the runtime's counters):");
+    print!("{:<10}", "plugin");
+    for (step, _) in CallSteps::default().named() {
+        print!(" {step:>11}");
+    }
+    println!(" {:>11}", "sum");
+    for (name, steps, _) in &breakdowns {
+        print!("{name:<10}");
+        for us in steps {
+            print!(" {us:>11.1}");
+        }
+        println!(" {:>11.1}", steps.iter().sum::<f64>());
+    }
+    println!("\nrestart part by part, ms:");
+    println!(
+        "{:<10} {:>11} {:>11} {:>11} {:>11}",
+        "plugin", "open store", "runtime", "fetch", "load"
+    );
+    for (name, _, parts) in &breakdowns {
+        println!(
+            "{name:<10} {:>11.2} {:>11.2} {:>11.2} {:>11.2}",
+            parts[0], parts[1], parts[2], parts[3]
+        );
+    }
     Ok(())
 }
