@@ -11,6 +11,7 @@ mod coupling;
 mod deferred;
 mod egress;
 mod engine;
+mod examples;
 mod engine_recheck;
 mod engine_values;
 mod fairness;

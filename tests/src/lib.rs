@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 pub use plugboard_controlplane::{TestEnv, TestNamespace};
 
+pub mod clients_api;
 pub mod kubelet;
 pub mod plugins;
+pub mod python;
 pub mod recorder;
 pub mod registry;
 pub mod scenario;
