@@ -26,7 +26,14 @@ async fn python_component(name: &str) -> Vec<u8> {
 
 /// A `clients` Socket named `sso` running `image`, whose API token comes from a Secret the
 /// namespace's ServiceAccount may read, and whose component may reach `allowed`.
-async fn sso_socket(sc: &Scenario, ns: &str, name: &str, image: &str, api: &ClientsApi, allowed: &str) {
+async fn sso_socket(
+    sc: &Scenario,
+    ns: &str,
+    name: &str,
+    image: &str,
+    api: &ClientsApi,
+    allowed: &str,
+) {
     sc.socket(
         ns,
         name,
@@ -152,8 +159,10 @@ async fn clients_plugin_keeps_the_registry_in_step(prefix: &str, bytes: Vec<u8>)
     .await;
     let refused = sc
         .wait::<Plug, _>(&ns, "thief", "the taken clientId refused", |p| {
-            p.and_then(|p| plug_condition(p, "Ready"))
-                .is_some_and(|c| c.message.contains(&format!("already registered by {owner}")))
+            p.and_then(|p| plug_condition(p, "Ready")).is_some_and(|c| {
+                c.message
+                    .contains(&format!("already registered by {owner}"))
+            })
         })
         .await
         .unwrap();
@@ -201,13 +210,19 @@ async fn clients_plugin_in_rust_registers_updates_and_removes_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_plugin_in_python_registers_updates_and_removes_clients() {
-    clients_plugin_keeps_the_registry_in_step("ex-clients-py", python_component("clients-py").await)
-        .await;
+    clients_plugin_keeps_the_registry_in_step(
+        "ex-clients-py",
+        python_component("clients-py").await,
+    )
+    .await;
 }
 
 /// The database example's sample Socket (plugins/database/samples/socket.yaml) with `image`.
 fn database_socket_spec(image: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/database/samples/socket.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/database/samples/socket.yaml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let mut socket: Value = serde_saphyr::from_str(&text).unwrap();
     socket["spec"]["apparatus"]["wasm"]["image"] = json!(image);
@@ -237,7 +252,12 @@ async fn database_plugin_gives_every_plug_distinct_stable_credentials() {
     use k8s_openapi::api::batch::v1::Job;
 
     let registry = Registry::start().await.unwrap();
-    let image = push(&registry, "plugboard/database:1", &component("database").await).await;
+    let image = push(
+        &registry,
+        "plugboard/database:1",
+        &component("database").await,
+    )
+    .await;
     let mut sc = Scenario::new("ex-database").await;
     sc.options.plain_http_registries = registry.plain_http_hosts();
     sc.start().await;
@@ -253,7 +273,8 @@ async fn database_plugin_gives_every_plug_distinct_stable_credentials() {
         })
         .to_vec();
     sc.grant(&ns, "default", "database-socket", rules).await;
-    sc.socket(&ns, "postgres", database_socket_spec(&image)).await;
+    sc.socket(&ns, "postgres", database_socket_spec(&image))
+        .await;
     sc.plug(&ns, "shop", json!({"socket": {"name": "postgres"}}))
         .await;
     sc.plug(
@@ -268,7 +289,10 @@ async fn database_plugin_gives_every_plug_distinct_stable_credentials() {
     let shop = result_secret(&sc, &ns, "shop").await;
     let billing = result_secret(&sc, &ns, "billing").await;
     let shop_db = secret_text(&shop, "socket.database");
-    assert!(shop_db.starts_with(&format!("{}_shop_", ns.replace('-', "_"))), "{shop_db}");
+    assert!(
+        shop_db.starts_with(&format!("{}_shop_", ns.replace('-', "_"))),
+        "{shop_db}"
+    );
     assert_eq!(secret_text(&shop, "socket.user"), shop_db);
     assert_eq!(secret_text(&billing, "socket.database"), "billing");
     assert_eq!(
@@ -279,13 +303,14 @@ async fn database_plugin_gives_every_plug_distinct_stable_credentials() {
     let shop_password = secret_text(&shop, "socket.password");
     let billing_password = secret_text(&billing, "socket.password");
     assert!(shop_password.len() >= 16, "{shop_password}");
-    assert_ne!(shop_password, billing_password, "every Plug has its own password");
+    assert_ne!(
+        shop_password, billing_password,
+        "every Plug has its own password"
+    );
 
     // Next to the server: the coupling's Secret holds the same credentials, and the create Job
     // reads them from it.
-    let plug_object_name = |db: &str| -> String {
-        format!("db-{}", db.replace('_', "-"))
-    };
+    let plug_object_name = |db: &str| -> String { format!("db-{}", db.replace('_', "-")) };
     let shop_object = plug_object_name(&shop_db);
     let shop_secret = sc.api::<Secret>(&ns).get(&shop_object).await.unwrap();
     assert_eq!(secret_text(&shop_secret, "password"), shop_password);
@@ -296,15 +321,25 @@ async fn database_plugin_gives_every_plug_distinct_stable_credentials() {
         .await
         .unwrap();
     let job_text = serde_json::to_string(&create.spec).unwrap();
-    assert!(job_text.contains(&format!("CREATE DATABASE \\\"{shop_db}\\\"")), "{job_text}");
-    assert!(job_text.contains(&shop_object), "the Job reads the coupling's Secret");
+    assert!(
+        job_text.contains(&format!("CREATE DATABASE \\\"{shop_db}\\\"")),
+        "{job_text}"
+    );
+    assert!(
+        job_text.contains(&shop_object),
+        "the Job reads the coupling's Secret"
+    );
 
     // An operator restart and an update render everything again: same password.
     sc.restart().await;
     sc.patch::<Plug>(&ns, "shop", json!({"spec": {"data": {"team": "web"}}}))
         .await;
     plugboard_tests::wait_for("the update to be applied", DEADLINE, || async {
-        let plug = sc.api::<Plug>(&ns).get("shop").await.map_err(|e| e.to_string())?;
+        let plug = sc
+            .api::<Plug>(&ns)
+            .get("shop")
+            .await
+            .map_err(|e| e.to_string())?;
         let status = plug.status.clone().unwrap_or_default();
         if status.observed_generation == plug.metadata.generation
             && plug_condition(&plug, "Ready").is_some_and(|c| c.status == "True")
@@ -328,18 +363,31 @@ async fn database_plugin_gives_every_plug_distinct_stable_credentials() {
         .unwrap();
     sc.wait::<Plug, _>(&ns, "shop", "the Plug gone", |p| p.is_none())
         .await;
-    sc.wait::<Secret, _>(&ns, &shop_object, "the coupling's Secret removed", |s| s.is_none())
-        .await;
-    sc.wait::<Job, _>(&ns, &format!("{shop_object}-create"), "the create Job removed", |j| {
-        j.is_none()
+    sc.wait::<Secret, _>(&ns, &shop_object, "the coupling's Secret removed", |s| {
+        s.is_none()
     })
     .await;
+    sc.wait::<Job, _>(
+        &ns,
+        &format!("{shop_object}-create"),
+        "the create Job removed",
+        |j| j.is_none(),
+    )
+    .await;
     let drop = sc
-        .wait::<Job, _>(&ns, &format!("{shop_object}-drop"), "the drop Job", |j| j.is_some())
+        .wait::<Job, _>(&ns, &format!("{shop_object}-drop"), "the drop Job", |j| {
+            j.is_some()
+        })
         .await
         .unwrap();
     let drop_text = serde_json::to_string(&drop.spec).unwrap();
-    assert!(drop_text.contains(&format!("DROP DATABASE IF EXISTS \\\"{shop_db}\\\"")), "{drop_text}");
+    assert!(
+        drop_text.contains(&format!("DROP DATABASE IF EXISTS \\\"{shop_db}\\\"")),
+        "{drop_text}"
+    );
     let billing_after = result_secret(&sc, &ns, "billing").await;
-    assert_eq!(secret_text(&billing_after, "socket.password"), billing_password);
+    assert_eq!(
+        secret_text(&billing_after, "socket.password"),
+        billing_password
+    );
 }

@@ -44,11 +44,7 @@ impl Registration {
             .map(|u| u.trim_end_matches('/').to_owned())
             .filter(|u| !u.is_empty())
             .ok_or_else(|| HookError::invalid_input("the Socket's config has no apiUrl"))?;
-        let client_id = c
-            .plug_config
-            .get("clientId")
-            .cloned()
-            .unwrap_or_default();
+        let client_id = c.plug_config.get("clientId").cloned().unwrap_or_default();
         validate_client_id(&client_id)?;
         let redirect_uris = c
             .plug_config
@@ -68,7 +64,11 @@ impl Registration {
             .ok_or_else(|| HookError::invalid_input("the hook was called without its Plug"))?;
         Ok(Self {
             api_url,
-            api_token: c.socket_config.get("apiToken").filter(|t| !t.is_empty()).cloned(),
+            api_token: c
+                .socket_config
+                .get("apiToken")
+                .filter(|t| !t.is_empty())
+                .cloned(),
             client_id,
             redirect_uris,
             owner,
@@ -129,7 +129,10 @@ fn register(r: &Registration) -> HookResult {
     let response = http::send(r.request("POST", "/clients").with_json(&r.body()))?;
     match response.status {
         201 | 200 => {
-            log::info(format_args!("registered client {} for {}", r.client_id, r.owner));
+            log::info(format_args!(
+                "registered client {} for {}",
+                r.client_id, r.owner
+            ));
             Ok(())
         }
         // Already there: ours (a repeated hook) is brought up to date, another Plug's is refused.
@@ -157,7 +160,10 @@ fn update(r: &Registration) -> HookResult {
     let response = http::send(r.request("PUT", &r.client_path()).with_json(&r.body()))?;
     match response.status {
         200 | 201 | 204 => {
-            log::info(format_args!("updated client {} for {}", r.client_id, r.owner));
+            log::info(format_args!(
+                "updated client {} for {}",
+                r.client_id, r.owner
+            ));
         }
         // Gone from the API (removed by hand, or the clientId changed): register it again.
         404 => register(r)?,

@@ -8,12 +8,19 @@ const API: &str = "http://clients.example:8080/api";
 
 fn coupling(client_id: &str) -> Coupling {
     Coupling::new(Side::Socket)
-        .with_plug(testing::plug("shop", "web", json!({"socket": {"name": "sso"}})))
+        .with_plug(testing::plug(
+            "shop",
+            "web",
+            json!({"socket": {"name": "sso"}}),
+        ))
         .with_socket(testing::socket("auth", "sso", json!({})))
         .with_socket_config("apiUrl", format!("{API}/"))
         .with_socket_config("apiToken", "s3cret")
         .with_plug_config("clientId", client_id)
-        .with_plug_config("redirectUris", "https://web.example/cb, https://web.example/cb2")
+        .with_plug_config(
+            "redirectUris",
+            "https://web.example/cb, https://web.example/cb2",
+        )
 }
 
 fn listing(clients: serde_json::Value) -> Response {
@@ -101,7 +108,9 @@ fn a_client_id_taken_by_another_plug_is_invalid_input() {
 
     let error = h.coupled(coupling("web")).unwrap_err();
 
-    assert!(matches!(&error, HookError::InvalidInput(m) if m.contains("already registered by other/app")));
+    assert!(
+        matches!(&error, HookError::InvalidInput(m) if m.contains("already registered by other/app"))
+    );
     assert!(!sent(&h).iter().any(|(m, _)| m == "PUT"));
 }
 
@@ -166,7 +175,10 @@ fn bad_configs_are_invalid_input_naming_what_to_fix() {
     let h = Harness::new(Clients);
     for id in ["", "a/b", "../x", &"x".repeat(65)] {
         let error = h.coupled(coupling(id)).unwrap_err();
-        assert!(matches!(&error, HookError::InvalidInput(m) if m.contains("clientId")), "{id}: {error}");
+        assert!(
+            matches!(&error, HookError::InvalidInput(m) if m.contains("clientId")),
+            "{id}: {error}"
+        );
     }
     let no_api = Coupling::new(Side::Socket)
         .with_plug(testing::plug("shop", "web", json!({})))
@@ -180,11 +192,19 @@ fn bad_configs_are_invalid_input_naming_what_to_fix() {
 fn server_errors_and_outages_are_retried_later_other_answers_fail() {
     let mut h = Harness::new(Clients);
     h.respond("POST", &format!("{API}/clients"), Response::new(503));
-    assert!(matches!(h.coupled(coupling("web")), Err(HookError::RetryLater(_))));
+    assert!(matches!(
+        h.coupled(coupling("web")),
+        Err(HookError::RetryLater(_))
+    ));
 
     h.respond("POST", &format!("{API}/clients"), Response::new(400));
-    assert!(matches!(h.coupled(coupling("web")), Err(HookError::Failed(m)) if m.contains("HTTP 400")));
+    assert!(
+        matches!(h.coupled(coupling("web")), Err(HookError::Failed(m)) if m.contains("HTTP 400"))
+    );
 
     h.fail("POST", &format!("{API}/clients"), SendError::Timeout);
-    assert!(matches!(h.coupled(coupling("web")), Err(HookError::RetryLater(_))));
+    assert!(matches!(
+        h.coupled(coupling("web")),
+        Err(HookError::RetryLater(_))
+    ));
 }

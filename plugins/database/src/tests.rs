@@ -51,7 +51,11 @@ fn long_names_are_truncated_to_valid_identifiers_and_object_names() {
 #[test]
 fn identifiers_never_start_with_a_digit() {
     let out = config("0day", "1st", &[]).unwrap();
-    assert!(out["database"].starts_with("db_0day_1st_"), "{}", out["database"]);
+    assert!(
+        out["database"].starts_with("db_0day_1st_"),
+        "{}",
+        out["database"]
+    );
 }
 
 #[test]
