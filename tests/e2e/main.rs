@@ -13,6 +13,7 @@ mod egress;
 mod engine;
 mod engine_recheck;
 mod engine_values;
+mod examples;
 mod fairness;
 mod optin;
 mod plan;

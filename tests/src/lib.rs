@@ -1,7 +1,9 @@
 //! Support code for plugboard's end-to-end tests: the shared control plane with plugboard's
 //! CRDs installed, a loopback HTTP apparatus that records its calls ([`recorder`]), a stand-in
-//! for the kubelet that makes apparatus pods "run" ([`kubelet`], shared with `plugboard dev`), the operator as a separate process ([`operator`]), a
-//! real OCI registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins
+//! for the kubelet that makes apparatus pods "run" ([`kubelet`], shared with `plugboard dev`),
+//! the operator as a separate process ([`operator`]), a client-registry service for the example
+//! plugins ([`clients_api`]), Python plugins built with componentize-py ([`python`]), a real OCI
+//! registry ([`registry`]), in-process operator scenarios ([`scenario`]), the plugins
 //! built into WebAssembly components ([`plugins`]), and waiting on conditions with deadlines
 //! (never sleeping as a means of synchronisation). The registry and the plugin builder live in
 //! `plugboard-controlplane`, the kubelet in `plugboard::dev`, since `plugboard dev` uses them too.
@@ -11,9 +13,11 @@ use std::time::{Duration, Instant};
 
 pub use plugboard_controlplane::{TestEnv, TestNamespace};
 
+pub mod clients_api;
 pub use plugboard::dev::kubelet;
 pub mod operator;
 pub use plugboard_controlplane::{plugins, registry};
+pub mod python;
 pub mod recorder;
 pub mod scenario;
 
