@@ -6,6 +6,7 @@
 //! coupling at once never race on the Socket's status. Changes to a Socket wake exactly the
 //! Plugs that reference it or are coupled to it; changes to a Plug wake its Socket.
 
+mod cache;
 mod deferred;
 mod error;
 mod fairness;
@@ -235,6 +236,16 @@ pub struct Context {
     pub(crate) retries: fairness::Retries,
     /// Hook call slots per Socket.
     pub(crate) hook_slots: fairness::HookSlots,
+    /// Our latest write to each object, so a reconcile knows whether its cached copy is
+    /// current (see `cache`).
+    pub(crate) own_writes: cache::OwnWrites,
+    /// When each steady Socket last reconciled (see `cache`).
+    pub(crate) socket_throttle: cache::Throttle,
+    /// The Sockets, from the operator's watch (none when planning: reads go to the API server).
+    pub(crate) sockets: Option<Store<Socket>>,
+    /// Namespaces' metadata, from the operator's watch when it watches every namespace (else
+    /// reads go to the API server).
+    pub(crate) namespaces: Option<Store<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -319,6 +330,10 @@ impl Context {
             _cache_dir: cache_dir,
             retries: fairness::Retries::default(),
             hook_slots: fairness::HookSlots::default(),
+            own_writes: cache::OwnWrites::default(),
+            socket_throttle: cache::Throttle::default(),
+            sockets: None,
+            namespaces: None,
         })
     }
 
@@ -441,6 +456,40 @@ where
         })
 }
 
+/// The object a reconcile was handed if it shows every write the operator made to it, else
+/// the object read fresh from the API server (`None` when it no longer exists): hooks must not
+/// run twice because our own last write has not reached the cache yet.
+pub(crate) async fn current<K>(ctx: &Context, cached: Arc<K>) -> Result<Option<Arc<K>>, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if ctx.own_writes.is_current(cached.meta()) {
+        return Ok(Some(cached));
+    }
+    let namespace = cached.namespace().unwrap_or_default();
+    Ok(fresh::<K>(ctx, &namespace, &cached.name_any())
+        .await?
+        .map(Arc::new))
+}
+
+/// The Socket `namespace/name` from the operator's watch, or read from the API server when
+/// there is no watch (planning) or it has not seen it.
+pub(crate) async fn socket(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<Socket>>, Error> {
+    if let Some(store) = &ctx.sockets
+        && let Some(socket) = store.get(&ObjectRef::new(name).within(namespace))
+    {
+        return Ok(Some(socket));
+    }
+    Ok(fresh::<Socket>(ctx, namespace, name).await?.map(Arc::new))
+}
+
 /// Whether the Plug cache has listed every Plug once, so none is judged missing merely because
 /// it has not been seen yet (after a restart, say). Never waits: a reconcile that blocked here
 /// would hold a concurrency slot, and a full set of blocked slots stops the very watch that
@@ -481,6 +530,7 @@ pub async fn run(
         invalid_recorder.clone(),
         guard::placeholder_plug,
         controller::Config::default().concurrency(options.plug_concurrency),
+        Some(cache::plug_trigger),
     );
     let socket_controller = guard::controller(
         scoped(&client, namespace.as_deref()),
@@ -488,6 +538,7 @@ pub async fn run(
         invalid_recorder.clone(),
         guard::placeholder::<Socket>,
         controller_config.clone(),
+        Some(cache::socket_trigger),
     );
     // DeferredResources stand alone: nothing else wakes them, only their own changes and the
     // timers their reconciles set.
@@ -497,6 +548,7 @@ pub async fn run(
         invalid_recorder.clone(),
         guard::placeholder::<DeferredResource>,
         controller_config,
+        None,
     );
 
     // Each controller reads the other kind from a store fed by the very watch that wakes it,
@@ -566,13 +618,28 @@ pub async fn run(
             .map(|p| ObjectRef::from(&*p))
             .collect::<Vec<_>>()
     });
-    // A Namespace label change can change who may couple: wake the Plugs in it.
+    // A Namespace label change can change who may couple: wake the Plugs in it. The Plug
+    // reconciles read the labels from this watch's cache (metadata only).
+    let (namespaces, namespace_writer) =
+        reflector::store::<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>();
     let plug_controller = if namespace.is_none() {
         let plugs_in_ns = plug_primary.clone();
-        plug_controller.watches(
-            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            move |ns| {
+        let namespace_events = reflector::reflector(
+            namespace_writer,
+            watcher(
+                Api::<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>::all(
+                    client.clone(),
+                ),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(cache::trim),
+        )
+        .touched_objects()
+        .predicate_filter(cache::namespace_trigger, Default::default());
+        plug_controller.watches_stream(
+            namespace_events,
+            move |ns: PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>| {
                 let name = ns.name_any();
                 plugs_in_ns
                     .state()
@@ -688,8 +755,13 @@ pub async fn run(
     // watcher has an idle timeout of its own.
     let config = with_api_timeouts(config, options.api_timeouts);
     let client = Client::try_from(config.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
+    let watches_namespaces = options.namespace.is_none();
     let mut ctx = Context::new(client, config, options, metrics, plugs).await?;
     ctx.opt_ins = Some(opt_ins);
+    ctx.sockets = Some(sockets.clone());
+    if watches_namespaces {
+        ctx.namespaces = Some(namespaces);
+    }
     let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
