@@ -6,7 +6,7 @@
 //!   older one (the watch has not delivered the write yet) is read again from the API server,
 //!   so no hook runs twice because of a lagging cache.
 //! - [`plug_trigger`]: a Plug reconcile is woken by changes to what the user controls
-//!   (generation, deletion, the force annotation), not by the operator's own status and
+//!   (generation, deletion, labels, annotations), not by the operator's own status and
 //!   finalizer writes.
 //! - [`Throttle`]: a steady Socket's status (its list of coupled Plugs) is rewritten at most
 //!   once per interval however many Plugs couple, instead of once per Plug.
@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use kube::api::ObjectMeta;
 
-use super::FORCE_DECOUPLE_ANNOTATION;
 use crate::crd::conditions::{self, types};
 use crate::crd::{Plug, Socket};
 
@@ -106,7 +105,7 @@ impl OwnWrites {
 }
 
 /// What wakes a Plug reconcile from a change to the Plug itself: its spec (generation), its
-/// deletion and the force annotation. The operator's own status and finalizer writes change
+/// deletion, its labels and annotations. The operator's own status and finalizer writes change
 /// none of them, so they wake nothing.
 pub(crate) fn plug_trigger(plug: &Plug) -> Option<u64> {
     Some(user_changes(&plug.metadata))
@@ -130,10 +129,10 @@ fn user_changes(meta: &ObjectMeta) -> u64 {
     let mut h = DefaultHasher::new();
     meta.generation.hash(&mut h);
     meta.deletion_timestamp.is_some().hash(&mut h);
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(FORCE_DECOUPLE_ANNOTATION))
-        .hash(&mut h);
+    // Labels and annotations are the user's too (a label change is how one asks for a look);
+    // the operator writes only the force annotation's removal.
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
     h.finish()
 }
 
@@ -191,6 +190,7 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::FORCE_DECOUPLE_ANNOTATION;
 
     fn meta(uid: &str, rv: &str) -> ObjectMeta {
         ObjectMeta {
@@ -231,6 +231,9 @@ mod tests {
             Some([(FORCE_DECOUPLE_ANNOTATION.to_owned(), "true".to_owned())].into());
         assert_ne!(plug_trigger(&plug), before);
         plug.metadata.annotations = None;
+        plug.metadata.labels = Some([("poke".to_owned(), "1".to_owned())].into());
+        assert_ne!(plug_trigger(&plug), before, "a label change is a poke");
+        plug.metadata.labels = None;
         plug.metadata.generation = Some(2);
         assert_ne!(plug_trigger(&plug), before);
     }
