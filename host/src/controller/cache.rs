@@ -157,7 +157,8 @@ impl Throttle {
         let steady = socket.metadata.deletion_timestamp.is_none()
             && status.created
             && status.observed_generation == socket.metadata.generation
-            && conditions::find(&status.conditions, types::READY).is_some_and(|c| c.status == "True");
+            && conditions::find(&status.conditions, types::READY)
+                .is_some_and(|c| c.status == "True");
         if !steady {
             return None;
         }
@@ -255,11 +256,16 @@ mod tests {
         t.ran(&socket);
         assert!(t.wait(&socket, interval).is_some());
         socket.metadata.generation = Some(2);
-        assert_eq!(t.wait(&socket, interval), None, "a spec change runs at once");
+        assert_eq!(
+            t.wait(&socket, interval),
+            None,
+            "a spec change runs at once"
+        );
         socket.metadata.generation = Some(1);
-        socket.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        ));
+        socket.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
         assert_eq!(t.wait(&socket, interval), None, "a deletion runs at once");
         t.forget(&socket);
     }

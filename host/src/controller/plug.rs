@@ -400,7 +400,9 @@ async fn couple(
         // The intent makes the Socket's deletion wait for hooks that are running; with no
         // apparatus and no resources on either side nothing runs but the Events.
         let idle = |side: &crate::crd::SideSpec| {
-            side.apparatus.is_none() && side.resources.is_empty() && side.result_resources.is_empty()
+            side.apparatus.is_none()
+                && side.resources.is_empty()
+                && side.result_resources.is_empty()
         };
         let something_runs = !(idle(&plug.spec.side) && idle(&socket.spec.side));
         if point == LifecyclePoint::Coupled

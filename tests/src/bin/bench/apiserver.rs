@@ -79,7 +79,10 @@ pub fn delta(before: &Counts, after: &Counts) -> Counts {
 
 /// Whether a verb writes.
 pub fn is_write(verb: &str) -> bool {
-    matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
+    matches!(
+        verb,
+        "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
+    )
 }
 
 /// Whether a verb reads (watches are long-lived and left out).

@@ -333,7 +333,10 @@ fn median_of(runs: &[ScaleRun], f: impl Fn(&ScaleRun) -> f64) -> f64 {
 }
 
 fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize]) {
-    println!("\n## Scaling (medians; ratio = this size ÷ {} in the same run)\n", sizes[0]);
+    println!(
+        "\n## Scaling (medians; ratio = this size ÷ {} in the same run)\n",
+        sizes[0]
+    );
     println!(
         "| scenario | all Ready s | ratio | writes/coupling | reads/coupling | Events/coupling (objects / occurrences) | CPU s | idle RSS MiB | peak RSS MiB | delete all s | RSS after delete MiB |"
     );
@@ -371,7 +374,9 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
             median_of(runs, |r| r.rss_after_delete),
         );
     }
-    println!("\n## API requests per coupling while coupling, by verb and resource (medians; the API server's `apiserver_request_total`)\n");
+    println!(
+        "\n## API requests per coupling while coupling, by verb and resource (medians; the API server's `apiserver_request_total`)\n"
+    );
     let keys: std::collections::BTreeSet<(String, String)> = results
         .values()
         .flatten()
@@ -391,15 +396,25 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
             .map(|c| {
                 format!(
                     "{:.2}",
-                    median_of(&results[*c], |r| r.requests.get(&key).copied().unwrap_or(0.0))
+                    median_of(&results[*c], |r| r
+                        .requests
+                        .get(&key)
+                        .copied()
+                        .unwrap_or(0.0))
                 )
             })
             .collect();
         println!("| {} {} | {} |", key.0, key.1, cells.join(" | "));
     }
-    println!("\nCPU s: the operator's user+system time from the first create to the last Ready; delete CPU s:");
+    println!(
+        "\nCPU s: the operator's user+system time from the first create to the last Ready; delete CPU s:"
+    );
     for ((shape, n), runs) in results {
-        print!("{n} {} {:.1}; ", shape.label(), median_of(runs, |r| r.cpu_delete_s));
+        print!(
+            "{n} {} {:.1}; ",
+            shape.label(),
+            median_of(runs, |r| r.cpu_delete_s)
+        );
     }
     println!();
 }
@@ -414,7 +429,10 @@ async fn main() -> Result<(), BoxError> {
     // Starts the control plane (and builds it the first time on a machine).
     let started = Instant::now();
     let _env = plugboard_tests::env().await;
-    eprintln!("bench: control plane up in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "bench: control plane up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     if !args.no_latency {
         let rec = Recorder::start().await;
@@ -451,7 +469,10 @@ async fn main() -> Result<(), BoxError> {
             let h = Harness::start(&bin, "bench-latency", &extra).await?;
             for (mode, apparatus) in &modes {
                 let (p50, p95) = latency(&h, *mode, apparatus.clone(), args.samples).await?;
-                eprintln!("bench: run {run}: {}: p50 {p50:.1} ms, p95 {p95:.1} ms", mode.label());
+                eprintln!(
+                    "bench: run {run}: {}: p50 {p50:.1} ms, p95 {p95:.1} ms",
+                    mode.label()
+                );
                 let entry = results.entry(*mode).or_default();
                 entry.0.push(p50);
                 entry.1.push(p95);

@@ -13,7 +13,13 @@ use plugboard_tests::scenario::{Scenario, TEST_LABEL};
 pub fn binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "plugboard-tests", "--bin", "plugboard-operator"]);
+        cmd.args([
+            "build",
+            "-p",
+            "plugboard-tests",
+            "--bin",
+            "plugboard-operator",
+        ]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }

@@ -43,13 +43,15 @@ impl PlugWatch {
                     match event {
                         Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
                             let name = p.metadata.name.clone().unwrap_or_default();
-                            let ready = plug_condition(&p, "Ready").is_some_and(|c| c.status == "True");
+                            let ready =
+                                plug_condition(&p, "Ready").is_some_and(|c| c.status == "True");
                             if ready {
                                 s.ready.entry(name).or_insert(now);
                             }
                         }
                         Ok(watcher::Event::Delete(p)) => {
-                            s.deleted.insert(p.metadata.name.clone().unwrap_or_default());
+                            s.deleted
+                                .insert(p.metadata.name.clone().unwrap_or_default());
                         }
                         Ok(watcher::Event::InitDone) => {
                             if let Some(tx) = listed.take() {
@@ -118,7 +120,11 @@ impl PlugWatch {
 
     /// How many Plugs are Ready.
     pub fn ready_count(&self) -> usize {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).ready.len()
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ready
+            .len()
     }
 
     /// Waits until `n` Plugs are gone.
