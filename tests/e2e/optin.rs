@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use plugboard::crd::Plug;
+use plugboard::crd::{Plug, Socket};
 use plugboard_tests::recorder::Recorder;
 use plugboard_tests::scenario::{Scenario, deferred_condition, plug_condition, socket_condition};
 use serde_json::{Value, json};
@@ -196,8 +196,12 @@ async fn a_revoked_opt_in_stops_plugboard_acting_as_the_service_account() {
     // Plug still names its Socket, and the Socket still lists it.
     let coupled = stalled.status.as_ref().unwrap().coupled_socket.as_ref();
     assert_eq!(coupled.map(|c| c.name.as_str()), Some("db"));
-    let socket = sc.wait_socket_ready(&ns, "db").await;
-    assert_eq!(socket.status.unwrap().coupled_plug_count, 1);
+    // The Socket's list is rewritten at most once a second (amortised over couplings).
+    sc.wait::<Socket, _>(&ns, "db", "the Socket to list the Plug", |s| {
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.coupled_plug_count == 1)
+    })
+    .await;
 
     // A source change is not read as the ServiceAccount any more, so nothing updates. (Calls
     // before the refusal, of reconciles already running when the label went, are forgotten:

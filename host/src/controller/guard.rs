@@ -118,6 +118,8 @@ where
                 valid.map(Ok)
             }
         })
+        // Nothing reads managed fields: keep them out of the caches.
+        .modify(super::cache::trim::<K>)
         // On the heap as well: the controllers hold their trigger streams inline.
         .boxed()
 }
@@ -197,13 +199,16 @@ pub(crate) fn placeholder<K: Resource<DynamicType = ()> + DeserializeOwned>(
 }
 
 /// A controller of `K` fed by a [`watch`] of `api` (so one unreadable object never stops it),
-/// with a store of its own.
+/// with a store of its own. With `trigger`, a change to an object wakes its reconcile only when
+/// `trigger` gives a different value than for the previous version (the store sees every
+/// change all the same).
 pub(crate) fn controller<K>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     recorder: Recorder,
     placeholder: fn(ObjectMeta) -> Option<K>,
     controller_config: kube::runtime::controller::Config,
+    trigger: Option<fn(&K) -> Option<u64>>,
 ) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = ()>
@@ -216,12 +221,16 @@ where
 {
     use kube::runtime::WatchStreamExt as _;
     let (reader, writer) = kube::runtime::reflector::store::<K>();
-    kube::runtime::Controller::for_stream(
+    let objects =
         kube::runtime::reflector::reflector(writer, watch(api, config, recorder, placeholder))
-            .applied_objects(),
-        reader,
-    )
-    .with_config(controller_config)
+            .applied_objects();
+    let objects = match trigger {
+        Some(trigger) => objects
+            .predicate_filter(trigger, kube::runtime::PredicateConfig::default())
+            .boxed(),
+        None => objects.boxed(),
+    };
+    kube::runtime::Controller::for_stream(objects, reader).with_config(controller_config)
 }
 
 /// [`placeholder`] for a Plug, whose spec needs a Socket (an empty name: it wakes nothing).

@@ -7,6 +7,7 @@
 //! Plugs that reference it or are coupled to it; changes to a Plug wake its Socket.
 
 mod debug;
+mod cache;
 mod deferred;
 mod error;
 mod fairness;
@@ -257,6 +258,16 @@ pub struct Context {
     pub(crate) invalid_inputs: verdicts::InvalidInputs,
     /// Component digests whose signatures verified.
     pub(crate) verified: crate::signature::VerifiedDigests,
+    /// Our latest write to each object, so a reconcile knows whether its cached copy is
+    /// current (see `cache`).
+    pub(crate) own_writes: cache::OwnWrites,
+    /// When each steady Socket last reconciled (see `cache`).
+    pub(crate) socket_throttle: cache::Throttle,
+    /// The Sockets, from the operator's watch (none when planning: reads go to the API server).
+    pub(crate) sockets: Option<Store<Socket>>,
+    /// Namespaces' metadata, from the operator's watch when it watches every namespace (else
+    /// reads go to the API server).
+    pub(crate) namespaces: Option<Store<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -345,6 +356,10 @@ impl Context {
             hook_slots: fairness::HookSlots::default(),
             invalid_inputs: verdicts::InvalidInputs::default(),
             verified: Default::default(),
+            own_writes: cache::OwnWrites::default(),
+            socket_throttle: cache::Throttle::default(),
+            sockets: None,
+            namespaces: None,
         })
     }
 
@@ -467,6 +482,40 @@ where
         })
 }
 
+/// The object a reconcile was handed if it shows every write the operator made to it, else
+/// the object read fresh from the API server (`None` when it no longer exists): hooks must not
+/// run twice because our own last write has not reached the cache yet.
+pub(crate) async fn current<K>(ctx: &Context, cached: Arc<K>) -> Result<Option<Arc<K>>, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if ctx.own_writes.is_current(cached.meta()) {
+        return Ok(Some(cached));
+    }
+    let namespace = cached.namespace().unwrap_or_default();
+    Ok(fresh::<K>(ctx, &namespace, &cached.name_any())
+        .await?
+        .map(Arc::new))
+}
+
+/// The Socket `namespace/name` from the operator's watch, or read from the API server when
+/// there is no watch (planning) or it has not seen it.
+pub(crate) async fn socket(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<Socket>>, Error> {
+    if let Some(store) = &ctx.sockets
+        && let Some(socket) = store.get(&ObjectRef::new(name).within(namespace))
+    {
+        return Ok(Some(socket));
+    }
+    Ok(fresh::<Socket>(ctx, namespace, name).await?.map(Arc::new))
+}
+
 /// Whether the Plug cache has listed every Plug once, so none is judged missing merely because
 /// it has not been seen yet (after a restart, say). Never waits: a reconcile that blocked here
 /// would hold a concurrency slot, and a full set of blocked slots stops the very watch that
@@ -507,6 +556,7 @@ pub async fn run(
         invalid_recorder.clone(),
         guard::placeholder_plug,
         controller::Config::default().concurrency(options.plug_concurrency),
+        Some(cache::plug_trigger),
     );
     let socket_controller = guard::controller(
         scoped(&client, namespace.as_deref()),
@@ -514,6 +564,7 @@ pub async fn run(
         invalid_recorder.clone(),
         guard::placeholder::<Socket>,
         controller_config.clone(),
+        Some(cache::socket_trigger),
     );
     // DeferredResources stand alone: nothing else wakes them, only their own changes and the
     // timers their reconciles set.
@@ -523,6 +574,7 @@ pub async fn run(
         invalid_recorder.clone(),
         guard::placeholder::<DeferredResource>,
         controller_config,
+        None,
     );
 
     // Each controller reads the other kind from a store fed by the very watch that wakes it,
@@ -592,17 +644,28 @@ pub async fn run(
             .map(|p| ObjectRef::from(&*p))
             .collect::<Vec<_>>()
     });
-    // A Namespace label change can change who may couple: wake the Plugs in it.
+    // A Namespace label change can change who may couple: wake the Plugs in it. The Plug
+    // reconciles read the labels from this watch's cache (metadata only).
+    let (namespaces, namespace_writer) =
+        reflector::store::<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>();
     let plug_controller = if namespace.is_none() {
         let plugs_in_ns = plug_primary.clone();
-        plug_controller.watches_stream(
+        let namespace_events = reflector::reflector(
+            namespace_writer,
             watcher(
-                Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()),
+                Api::<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>::all(
+                    client.clone(),
+                ),
                 guard::watch_config(watcher::Config::default()),
             )
             .backoff(guard::WatchBackoff::default())
-            .touched_objects(),
-            move |ns: k8s_openapi::api::core::v1::Namespace| {
+            .modify(cache::trim),
+        )
+        .touched_objects()
+        .predicate_filter(cache::namespace_trigger, Default::default());
+        plug_controller.watches_stream(
+            namespace_events,
+            move |ns: PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>| {
                 let name = ns.name_any();
                 plugs_in_ns
                     .state()
@@ -724,8 +787,13 @@ pub async fn run(
     let client = Client::try_from(config.clone()).map_err(|e| Error::HttpSetup(e.to_string()))?;
     let metrics_of_run = metrics.clone();
     let _debug_warning = debug::warn_while_running(&options);
+    let watches_namespaces = options.namespace.is_none();
     let mut ctx = Context::new(client, config, options, metrics, plugs).await?;
     ctx.opt_ins = Some(opt_ins);
+    ctx.sockets = Some(sockets.clone());
+    if watches_namespaces {
+        ctx.namespaces = Some(namespaces);
+    }
     let ctx = Arc::new(ctx);
     // `/metrics` computes couplings by state and running apparatus pods from these caches.
     ctx.metrics

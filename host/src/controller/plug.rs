@@ -158,9 +158,33 @@ pub(crate) fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Res
 struct StatusWriter<'a> {
     plug: &'a Plug,
     written: Option<PlugStatus>,
+    /// Hooks ran since the last write: their record is owed to status (written with the pass's
+    /// next step, or by [`StatusWriter::flush`] when the pass fails first).
+    unsaved: bool,
 }
 
 impl StatusWriter<'_> {
+    /// Records hooks that ran in a pass that then failed on an API call, so the retry does
+    /// not run them again; the conditions stay as they were. Best effort: when this fails too,
+    /// the retry runs them again (at least once).
+    async fn flush(&mut self, ctx: &Context, status: &mut PlugStatus) {
+        if !self.unsaved {
+            return;
+        }
+        status.conditions = self
+            .written
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        match write::status(ctx, self.plug, self.written.as_ref(), status).await {
+            Ok(()) => {
+                self.written = Some(status.clone());
+                self.unsaved = false;
+            }
+            Err(error) => tracing::warn!(%error, "could not record the hooks that ran"),
+        }
+    }
+
     async fn write(
         &mut self,
         ctx: &Context,
@@ -177,6 +201,7 @@ impl StatusWriter<'_> {
         status.observed_generation = self.plug.metadata.generation;
         write::status(ctx, self.plug, self.written.as_ref(), status).await?;
         self.written = Some(status.clone());
+        self.unsaved = false;
         Ok(())
     }
 }
@@ -198,16 +223,9 @@ pub(crate) async fn reconcile(plug: Arc<Plug>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_inner(plug: Arc<Plug>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Decide on the object as it is now, not as a cache last saw it: hooks must not run twice
     // because our own previous status write has not reached the cache yet.
-    let Some(plug) = super::fresh::<Plug>(
-        &ctx,
-        &plug.namespace().unwrap_or_default(),
-        &plug.name_any(),
-    )
-    .await?
-    else {
+    let Some(plug) = super::current(&ctx, plug).await? else {
         return Ok(Action::await_change());
     };
-    let plug = Arc::new(plug);
     if plug.meta().deletion_timestamp.is_some() {
         return delete(&plug, &ctx).await;
     }
@@ -217,12 +235,16 @@ async fn reconcile_inner(plug: Arc<Plug>, ctx: Arc<Context>) -> Result<Action, E
     let mut writer = StatusWriter {
         plug: &plug,
         written: plug.status.clone(),
+        unsaved: false,
     };
     let mut status = plug.status.clone().unwrap_or_default();
     let outcome = match couple(&plug, &ctx, &mut writer, &mut status).await {
         Ok(outcome) => outcome,
         // The operator's own API calls failing is not the user's to fix: retry with backoff.
-        Err(error @ Error::Api { .. }) => return Err(error),
+        Err(error @ Error::Api { .. }) => {
+            writer.flush(&ctx, &mut status).await;
+            return Err(error);
+        }
         Err(error) => Outcome::failed(&error, &ctx),
     };
     finish(&ctx, &plug, &mut writer, &mut status, outcome).await
@@ -280,10 +302,10 @@ async fn couple(
         key.namespace.as_deref().unwrap_or_default(),
         key.name
     );
+    // From the watch: whatever it has not shown yet wakes this Plug when it does, and the
+    // intent recorded before the `coupled` hooks reads the Socket afresh (`record_intent`).
     let socket =
-        super::fresh::<Socket>(ctx, key.namespace.as_deref().unwrap_or_default(), &key.name)
-            .await?
-            .map(Arc::new);
+        super::socket(ctx, key.namespace.as_deref().unwrap_or_default(), &key.name).await?;
     let state = socket_state(ctx, plug, socket.as_deref()).await?;
     // Plan: what comes before configs.
     let before = lifecycle::before_configs(&Observed {
@@ -318,17 +340,9 @@ async fn couple(
         )
         .await?;
         status.created = true;
-        let message = "created hooks ran".to_owned();
-        writer
-            .write(
-                ctx,
-                status,
-                &[
-                    DesiredCondition::fails(types::READY, reasons::PLUG_CREATED, message.clone()),
-                    DesiredCondition::fails(types::COUPLED, reasons::PLUG_CREATED, message),
-                ],
-            )
-            .await?;
+        // Written with the pass's next step: the intent before the `coupled` hooks, or the
+        // outcome (one status write instead of two).
+        writer.unsaved = true;
     }
 
     // Decouple from a Socket this Plug should no longer be coupled to: the reference changed,
@@ -339,10 +353,10 @@ async fn couple(
             .clone()
             .or_else(|| status.coupling_socket.clone())
     {
-        let old = super::fresh::<Socket>(ctx, &coupled.namespace, &coupled.name)
+        let old = super::socket(ctx, &coupled.namespace, &coupled.name)
             .await?
             .filter(|s| s.uid().as_deref() == Some(coupled.uid.as_str()));
-        decouple(ctx, plug, &plug_json, old.as_ref(), status)
+        decouple(ctx, plug, &plug_json, old.as_deref(), status)
             .await
             .map_err(|e| decouple_error(e, &coupled))?;
         let message = format!(
@@ -407,6 +421,7 @@ async fn couple(
         &sum,
     );
     let mut hooks_ran = false;
+    let mut hook_note = None;
     if let Some(point) = point {
         if point == LifecyclePoint::Updated {
             // An update must come from a real change: the same spec computed again must give
@@ -417,21 +432,16 @@ async fn couple(
                 return Err(Error::ConfigFlapping);
             }
         }
-        let (reason, message) = match point {
-            LifecyclePoint::Updated => (
-                reasons::UPDATING_IN_PROCESS,
-                format!("coupling to Socket {key_text} updated; computing results"),
-            ),
-            _ => (
-                reasons::COUPLING_IN_PROCESS,
-                format!("coupled to Socket {key_text}; computing results"),
-            ),
+        // The intent makes the Socket's deletion wait for hooks that are running; with no
+        // apparatus and no resources on either side nothing runs but the Events.
+        let idle = |side: &crate::crd::SideSpec| {
+            side.apparatus.is_none()
+                && side.resources.is_empty()
+                && side.result_resources.is_empty()
         };
-        let message = match &stale {
-            Some(note) => format!("{message} (the image could not be resolved: {note})"),
-            None => message,
-        };
+        let something_runs = !(idle(&plug.spec.side) && idle(&socket.spec.side));
         if point == LifecyclePoint::Coupled
+            && something_runs
             && let Some(wait) = record_intent(ctx, writer, status, &socket, &key_text).await?
         {
             return Ok(wait);
@@ -461,23 +471,10 @@ async fn couple(
         status.coupling_socket = None;
         status.coupled_socket = Some(coupled_ref(&socket));
         status.coupling_checksum = Some(sum);
-        let coupled = DesiredCondition {
-            type_: types::COUPLED,
-            // An update happens to a coupling that holds; a first coupling is not done yet.
-            status: point == LifecyclePoint::Updated,
-            reason,
-            message: message.clone(),
-        };
-        writer
-            .write(
-                ctx,
-                status,
-                &[
-                    DesiredCondition::fails(types::READY, reason, message),
-                    coupled,
-                ],
-            )
-            .await?;
+        // Written with the outcome below, once results are in (or by `flush` if an API call
+        // fails first): one status write for the step instead of two.
+        writer.unsaved = true;
+        hook_note = stale.map(|note| format!(" (the image could not be resolved: {note})"));
     }
 
     let (plug_result, socket_result) =
@@ -523,7 +520,10 @@ async fn couple(
         }
     }
     store_results(ctx, plug, status, &plug_result, &socket_result).await?;
-    let mut ready = Outcome::ready(format!("coupled to Socket {key_text}"));
+    let mut ready = Outcome::ready(format!(
+        "coupled to Socket {key_text}{}",
+        hook_note.unwrap_or_default()
+    ));
     ready.action = requeue(recheck_delay(ctx));
     Ok(ready)
 }

@@ -23,6 +23,9 @@ use crate::crd::conditions::{self, DesiredCondition, reasons, types};
 use crate::crd::{CoupledObjectRef, LifecyclePoint, Plug, Socket, SocketStatus};
 use crate::metrics::Metrics;
 
+/// How often a steady Socket's status (its list of coupled Plugs) is rewritten at most.
+const SOCKET_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The Plugs whose status says they are coupled to `socket`, ordered by namespace and name.
 fn coupled_plugs(ctx: &Context, socket: &Socket) -> Vec<CoupledObjectRef> {
     let Some(uid) = socket.uid() else {
@@ -124,16 +127,15 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
     if !super::plugs_listed(&ctx).await {
         return Ok(requeue(std::time::Duration::from_millis(200)));
     }
-    let Some(socket) = super::fresh::<Socket>(
-        &ctx,
-        &socket.namespace().unwrap_or_default(),
-        &socket.name_any(),
-    )
-    .await?
-    else {
+    // A steady Socket woken again soon after its last reconcile can only have a new list of
+    // coupled Plugs: gather the changes of a burst of couplings into one status write.
+    if let Some(wait) = ctx.socket_throttle.wait(&socket, SOCKET_STATUS_INTERVAL) {
+        return Ok(requeue(wait));
+    }
+    let Some(socket) = super::current(&ctx, socket).await? else {
         return Ok(Action::await_change());
     };
-    let socket = Arc::new(socket);
+    ctx.socket_throttle.ran(&socket);
     let owner = Owner::socket(&socket);
     let plugs = coupled_plugs(&ctx, &socket);
     let mut status = socket.status.clone().unwrap_or_default();
@@ -252,6 +254,7 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
         }
         super::pods::delete_for_owner(&ctx, owner).await;
         write::remove_finalizer(&ctx, &*socket).await?;
+        ctx.socket_throttle.forget(&socket);
         return Ok(Action::await_change());
     }
 

@@ -57,7 +57,7 @@ where
         what: "finalizer patch",
         source,
     })?;
-    api(ctx, obj)
+    let written = api(ctx, obj)
         .patch(
             &obj.name_any(),
             &PatchParams::default(),
@@ -69,6 +69,7 @@ where
             what: describe(obj),
             source: Box::new(source),
         })?;
+    ctx.own_writes.record(written.meta());
     Metrics::inc(&ctx.metrics.finalizer_writes);
     ctx.metrics.api_write("patch", &K::plural(&()));
     Ok(())
@@ -101,13 +102,18 @@ where
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    match set_finalizers(ctx, obj, finalizers).await {
+    let result = match set_finalizers(ctx, obj, finalizers).await {
         // Already gone: nothing left to release.
         Err(Error::Api { source, .. }) if matches!(&*source, kube::Error::Api(status) if status.is_not_found()) => {
             Ok(())
         }
         other => other,
+    };
+    if result.is_ok() {
+        // Whatever we wrote to it no longer matters once it can go.
+        ctx.own_writes.forget(obj.meta());
     }
+    result
 }
 
 /// Server-side applies `status` unless it equals `current`.
@@ -132,7 +138,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api(ctx, obj)
+    let written = api(ctx, obj)
         .patch_status(
             &obj.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -144,6 +150,7 @@ where
             what: describe(obj),
             source: Box::new(source),
         })?;
+    ctx.own_writes.record(written.meta());
     Metrics::inc(&ctx.metrics.status_writes);
     ctx.metrics
         .api_write("apply", &format!("{}/status", K::plural(&())));
@@ -169,7 +176,13 @@ pub(crate) async fn event<K: Resource<DynamicType = ()>>(
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    let mut reference = obj.object_ref(&());
+    if !warning {
+        // Normal Events have one note per reason and object: without the resource version,
+        // repeats fold into one Event with a count (a series), as Kubernetes aggregates them.
+        reference.resource_version = None;
+    }
+    match ctx.recorder.publish(&event, &reference).await {
         Ok(()) => {
             Metrics::inc(&ctx.metrics.events);
             ctx.metrics.api_write("create", "events");
@@ -213,7 +226,8 @@ where
         )
         .await
     {
-        Ok(_) => {
+        Ok(written) => {
+            ctx.own_writes.record(written.meta());
             ctx.metrics.api_write("patch", &K::plural(&()));
             Ok(true)
         }

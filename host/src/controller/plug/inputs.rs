@@ -79,6 +79,15 @@ pub(super) async fn namespace_labels(
     ctx: &Context,
     name: &str,
 ) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    // From the operator's Namespace watch (whose changes wake this namespace's Plugs), when
+    // there is one and it has seen the namespace.
+    if let Some(ns) = ctx
+        .namespaces
+        .as_ref()
+        .and_then(|store| store.get(&kube::runtime::reflector::ObjectRef::new(name)))
+    {
+        return Ok(ns.metadata.labels.clone().unwrap_or_default());
+    }
     let ns = Api::<Namespace>::all(ctx.client.clone())
         .get(name)
         .await

@@ -41,13 +41,19 @@ pub(super) async fn decouple(
     let plug_owner = Owner::plug(plug);
     // A Plug deleted with its namespace: its ServiceAccount, RoleBindings and Secrets go at the
     // same time, and no apparatus pod can start; the namespace's deletion must finish.
-    let terminating = plug.meta().deletion_timestamp.is_some()
-        && super::super::namespace_terminating(ctx, plug_owner.namespace).await;
+    // Asked only when something fails.
+    let terminating = || async {
+        plug.meta().deletion_timestamp.is_some()
+            && super::super::namespace_terminating(ctx, plug_owner.namespace).await
+    };
     // A failure passed over: with the force annotation, or when the namespace is being deleted.
-    let skip = |error: &Error| force || terminating || error.namespace_terminating();
+    let skip = |error: &Error| {
+        let quick = force || error.namespace_terminating();
+        async move { quick || terminating().await }
+    };
     let pass = |result: Result<(), Error>| async {
         match result {
-            Err(error) if skip(&error) => {
+            Err(error) if skip(&error).await => {
                 let why = if force {
                     format!("{FORCE_DECOUPLE_ANNOTATION} is set")
                 } else {
@@ -83,7 +89,7 @@ pub(super) async fn decouple(
             };
             let seed = match seed_for(ctx, plug, socket).await {
                 Ok(seed) => seed,
-                Err(error) if skip(&error) => {
+                Err(error) if skip(&error).await => {
                     pass(Err(error)).await?;
                     None
                 }
@@ -91,7 +97,7 @@ pub(super) async fn decouple(
             };
             let computed = match sources::configs(ctx, parties, seed.as_ref()).await {
                 Ok(computed) => computed,
-                Err(error) if skip(&error) => {
+                Err(error) if skip(&error).await => {
                     pass(Err(error)).await?;
                     Computed::default()
                 }
@@ -198,6 +204,7 @@ pub(super) async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> 
     let mut writer = StatusWriter {
         plug,
         written: plug.status.clone(),
+        unsaved: false,
     };
     let plug_json = to_json("the Plug", plug)?;
     let result = async {
@@ -206,10 +213,12 @@ pub(super) async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> 
             .clone()
             .or_else(|| status.coupling_socket.clone());
         if let Some(coupled) = coupled {
-            let socket = super::super::fresh::<Socket>(ctx, &coupled.namespace, &coupled.name)
+            // A Socket cannot go while a Plug holds it (its finalizer waits), so the watch's
+            // copy will do.
+            let socket = super::super::socket(ctx, &coupled.namespace, &coupled.name)
                 .await?
                 .filter(|s| s.uid().as_deref() == Some(coupled.uid.as_str()));
-            decouple(ctx, plug, &plug_json, socket.as_ref(), &mut status)
+            decouple(ctx, plug, &plug_json, socket.as_deref(), &mut status)
                 .await
                 .map_err(|e| decouple_error(e, &coupled))?;
         }
@@ -237,11 +246,20 @@ pub(super) async fn delete(plug: &Plug, ctx: &Context) -> Result<Action, Error> 
                 }
                 Err(error) => Err(error),
             };
-            let terminating =
-                super::super::namespace_terminating(ctx, &plug.namespace().unwrap_or_default())
-                    .await;
+            let passed_over = match &ran {
+                Ok(()) => false,
+                Err(error) => {
+                    forced(plug)
+                        || error.namespace_terminating()
+                        || super::super::namespace_terminating(
+                            ctx,
+                            &plug.namespace().unwrap_or_default(),
+                        )
+                        .await
+                }
+            };
             match ran {
-                Err(error) if forced(plug) || terminating || error.namespace_terminating() => {
+                Err(error) if passed_over => {
                     write::event(ctx, plug, true, reasons::DECOUPLE_FAILED, error.message()).await;
                 }
                 other => other?,

@@ -1,0 +1,148 @@
+//! The operator under measurement: the `plugboard-operator` binary (the host crate's `main.rs`
+//! built by this crate) run as a process of its own, so that its CPU time and resident memory,
+//! read from `/proc`, count nothing of the benchmark's own work.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use kube::config::{AuthInfo, Kubeconfig};
+use plugboard_tests::scenario::{Scenario, TEST_LABEL};
+
+/// Builds `plugboard-operator` in the benchmark's own profile (cargo does not rebuild a
+/// sibling binary on `cargo run --bin bench`) and returns its path.
+pub fn binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "plugboard-tests",
+            "--bin",
+            "plugboard-operator",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status()?;
+        if !status.success() {
+            return Err(format!("building plugboard-operator failed: {status}").into());
+        }
+    }
+    let path = std::env::current_exe()?
+        .parent()
+        .ok_or("the benchmark binary has no folder")?
+        .join("plugboard-operator");
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: run the benchmark through `cargo run` or build it first",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// A running operator process.
+pub struct OperatorProcess {
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+/// A kubeconfig for the scenario's operator ServiceAccount (the chart's RBAC).
+pub async fn kubeconfig(sc: &Scenario, dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let config = sc.operator_config().await;
+    let mut kubeconfig = Kubeconfig::read_from(sc.env.kubeconfig_path())?;
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info = Some(AuthInfo {
+            token: config.auth_info.token.clone(),
+            ..Default::default()
+        });
+    }
+    let path = dir.join("operator.kubeconfig");
+    std::fs::write(&path, serde_json::to_vec(&kubeconfig)?)?;
+    Ok(path)
+}
+
+impl OperatorProcess {
+    /// Starts `plugboard run` for the scenario's objects, with its defaults except what the
+    /// benchmark needs (loopback apparatuses, a plain-HTTP registry).
+    pub fn start(
+        bin: &Path,
+        kubeconfig: &Path,
+        sc: &Scenario,
+        state: &Path,
+        extra: &[String],
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let log = std::fs::File::create(state.join("operator.log"))?;
+        let err = log.try_clone()?;
+        let child = tokio::process::Command::new(bin)
+            .arg("run")
+            .args(["--selector", &format!("{TEST_LABEL}={}", sc.run)])
+            .args(["--egress-allow", "127.0.0.0/8"])
+            .args(["--instance", &format!("plugboard-{}", sc.run)])
+            .arg("--cache-dir")
+            .arg(state.join("cache"))
+            .arg("--cache-key-file")
+            .arg(state.join("key").join("cache.key"))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or("the operator exited at once")?;
+        Ok(Self { child, pid })
+    }
+
+    /// User + system CPU seconds so far. `/proc/<pid>/stat` counts in clock ticks of
+    /// `USER_HZ`, which is 100 on Linux.
+    pub fn cpu_seconds(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return f64::NAN;
+        };
+        // Fields after the command name (which may hold spaces) start at field 3 (`state`).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return f64::NAN;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        match (ticks(11), ticks(12)) {
+            (Some(u), Some(s)) => (u + s) / 100.0,
+            _ => f64::NAN,
+        }
+    }
+
+    fn status_kib(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Resident memory now, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_kib("VmRSS:") / 1024.0
+    }
+
+    /// Peak resident memory since the process started, MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_kib("VmHWM:") / 1024.0
+    }
+
+    /// Stops the process (SIGKILL: nothing of its shutdown is measured).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
