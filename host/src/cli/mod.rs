@@ -1,6 +1,6 @@
 //! The `plugboard` subcommands' flags and what they do, apart from `main.rs`.
 
 pub mod logs;
-pub mod run;
 pub(crate) mod plugin;
+pub mod run;
 pub(crate) mod signatures;

@@ -6,8 +6,8 @@
 //! coupling at once never race on the Socket's status. Changes to a Socket wake exactly the
 //! Plugs that reference it or are coupled to it; changes to a Plug wake its Socket.
 
-mod debug;
 mod cache;
+mod debug;
 mod deferred;
 mod error;
 mod fairness;

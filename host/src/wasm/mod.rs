@@ -21,8 +21,8 @@
 //! [`WasmRuntime::call_steps`] says where the time goes.
 
 mod cache;
-pub mod inspect;
 mod call;
+pub mod inspect;
 mod limits;
 mod loaded;
 mod secrets;
