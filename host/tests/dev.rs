@@ -1,13 +1,14 @@
-//! `plugboard dev`, the README's way to try plugboard, works: it starts a real control plane,
-//! installs the CRDs and stores the sample Socket and Plug.
+//! `plugboard dev`, the README's first command, works as a user runs it: the binary starts a
+//! real control plane and registry, applies every sample and exits once they are all coupled,
+//! printing the status table.
 #![allow(clippy::expect_used, reason = "tests fail by panicking")]
 
 use std::process::Command;
 
 #[test]
-fn dev_starts_a_control_plane_and_stores_the_samples() {
+fn dev_couples_every_sample_and_prints_the_status_table() {
     let out = Command::new(env!("CARGO_BIN_EXE_plugboard"))
-        .args(["dev", "--exit"])
+        .args(["dev", "--exit-when-ready"])
         .output()
         .expect("plugboard runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -16,15 +17,26 @@ fn dev_starts_a_control_plane_and_stores_the_samples() {
         out.status.success(),
         "plugboard dev failed:\n{stdout}\n{stderr}"
     );
-    // The sample Socket and Plug were read back from the API server.
-    assert!(stdout.contains("postgres"), "{stdout}");
-    assert!(stdout.contains("app "), "{stdout}");
-    // The operator ran and coupled them.
-    assert!(stdout.contains("CouplingSucceeded"), "{stdout}");
-    // The stored Socket shows the default the API server filled in.
-    assert!(stdout.contains("serviceAccountName: default"), "{stdout}");
-    assert!(
-        stderr.contains("control plane ready at https://127.0.0.1:"),
-        "{stderr}"
-    );
+    // One row per sample Socket and Plug, each Ready: the WebAssembly component, the HTTP
+    // endpoint, the apparatus pod and the templated resources.
+    for (socket, plug) in [
+        ("wasm-hooks", "wasm-app"),
+        ("http-hooks", "http-app"),
+        ("pod-hooks", "pod-app"),
+        ("postgres", "app"),
+    ] {
+        let socket_row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{socket} ")))
+            .unwrap_or_else(|| panic!("no row for Socket {socket}:\n{stdout}"));
+        assert!(socket_row.contains(" True "), "{socket_row}");
+        let plug_row = stdout
+            .lines()
+            .find(|l| l.contains(&format!("└ {plug} ")))
+            .unwrap_or_else(|| panic!("no row for Plug {plug}:\n{stdout}"));
+        assert!(
+            plug_row.contains(" True ") && plug_row.contains("CouplingSucceeded"),
+            "{plug_row}"
+        );
+    }
 }
