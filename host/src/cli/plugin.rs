@@ -221,6 +221,12 @@ impl Pulled {
         ));
         let mut options = StoreOptions::new(&dir);
         options.plain_http_hosts = registry.plain_http_hosts(&image);
+        // The user's own request, from their machine, not a tenant's: the operator's egress
+        // policy does not apply, beyond its refusal of link-local and metadata addresses; a
+        // loopback registry (a local one, or `plugboard dev`'s) is allowed.
+        options.egress = plugboard::egress::EgressPolicy::new(
+            plugboard::egress::EgressOptions::default().allowing_loopback(),
+        );
         let temp = TempStore {
             store: ComponentStore::open(options)?,
             dir,
