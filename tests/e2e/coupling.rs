@@ -432,6 +432,15 @@ async fn socket_change_fires_updated_once_per_coupled_plug() {
     let before = sc.metrics();
     sc.patch::<Socket>(&ns, "db", json!({"metadata": {"labels": {"poke": "1"}}}))
         .await;
+    // A Socket's labels do not concern its Plugs (they are not woken by them): poke them too.
+    for i in 0..3 {
+        sc.patch::<Plug>(
+            &ns,
+            &format!("app-{i}"),
+            json!({"metadata": {"labels": {"poke": "1"}}}),
+        )
+        .await;
+    }
     sc.wait_reconciled(before, true, true).await;
     let socket_updated = calls_to(&rec, "/socket/updated");
     let plugs: BTreeSet<&str> = socket_updated

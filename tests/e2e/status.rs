@@ -52,7 +52,14 @@ async fn status_shows_a_coupled_and_a_waiting_plug_as_table_and_json() {
     sc.plug(&ns, "waiting", json!({"socket": {"name": "missing"}}))
         .await;
     sc.wait_plug_ready(&ns, "app").await;
-    sc.wait_socket_ready(&ns, "db").await;
+    // The Socket's Plug list (and with it its reason) is rewritten at most once a second.
+    sc.wait::<plugboard::crd::Socket, _>(&ns, "db", "the Socket to count its Plug", |s| {
+        s.is_some_and(|s| {
+            plugboard_tests::scenario::socket_condition(s, "Coupled")
+                .is_some_and(|c| c.reason == "SocketCoupled")
+        })
+    })
+    .await;
     sc.wait_plug_reason(&ns, "waiting", "SocketNotCreated")
         .await;
     let kubeconfig = sc.env.kubeconfig_path().to_owned();
