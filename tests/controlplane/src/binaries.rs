@@ -75,7 +75,7 @@ pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/controlplane")
 }
 
-fn go_version() -> Result<String, Error> {
+pub(crate) fn go_version() -> Result<String, Error> {
     let out = Command::new("go")
         .args(["env", "GOVERSION"])
         .env("GOTOOLCHAIN", "local")
@@ -151,6 +151,22 @@ pub fn ensure() -> Result<Binaries, Error> {
         .env("CGO_ENABLED", "0")
         .output()
         .map_err(Error::GoMissing)?;
+    finish_go_build(&output, &staging, &out_dir)?;
+    let _ = writeln!(
+        stderr,
+        "plugboard-controlplane: built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(binaries)
+}
+
+/// Turns a finished `go build`/`go install` into its result: its output as the error when it
+/// failed, else the staging folder moved into place at `dir` (replacing what was there).
+pub(crate) fn finish_go_build(
+    output: &std::process::Output,
+    staging: &Path,
+    dir: &Path,
+) -> Result<(), Error> {
     if !output.status.success() {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
@@ -159,16 +175,10 @@ pub fn ensure() -> Result<Binaries, Error> {
             output: text,
         });
     }
-    if out_dir.exists() {
-        fs::remove_dir_all(&out_dir).map_err(Error::io("remove", &out_dir))?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(Error::io("remove", dir))?;
     }
-    fs::rename(&staging, &out_dir).map_err(Error::io("move into place", &out_dir))?;
-    let _ = writeln!(
-        stderr,
-        "plugboard-controlplane: built in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(binaries)
+    fs::rename(staging, dir).map_err(Error::io("move into place", dir))
 }
 
 #[cfg(test)]

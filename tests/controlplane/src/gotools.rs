@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::Error;
-use crate::binaries::cache_dir;
+use crate::binaries::{cache_dir, finish_go_build, go_version};
 
 /// A Go program pinned to a module version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +30,6 @@ impl GoTool {
     pub fn binary_name(&self) -> &'static str {
         self.package.rsplit('/').next().unwrap_or(self.package)
     }
-}
-
-fn go_version() -> Result<String, Error> {
-    let out = Command::new("go")
-        .args(["env", "GOVERSION"])
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .map_err(Error::GoMissing)?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Returns the path of `tool`, building it first if this machine has not yet.
@@ -89,18 +80,7 @@ pub fn ensure(tool: GoTool) -> Result<PathBuf, Error> {
         .env("CGO_ENABLED", "0")
         .output()
         .map_err(Error::GoMissing)?;
-    if !output.status.success() {
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        return Err(Error::GoBuild {
-            status: output.status,
-            output: text,
-        });
-    }
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
-    }
-    fs::rename(&staging, &dir).map_err(Error::io("move into place", &dir))?;
+    finish_go_build(&output, &staging, &dir)?;
     let _ = writeln!(
         stderr,
         "plugboard-controlplane: built {} in {:.0} s",
