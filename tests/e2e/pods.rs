@@ -384,7 +384,9 @@ async fn idle_deletion_survives_an_operator_restart() {
     sc.plug(
         &ns,
         "app",
-        json!({"socket": {"name": "db"}, "apparatus": pod_apparatus(&rec, "/hooks", 4, IMAGE)}),
+        // The idle timeout leaves the old operator ample time to stop first, even on a loaded
+        // machine: the deletion under test is the new operator's.
+        json!({"socket": {"name": "db"}, "apparatus": pod_apparatus(&rec, "/hooks", 20, IMAGE)}),
     )
     .await;
     sc.wait_plug_ready(&ns, "app").await;
@@ -392,6 +394,11 @@ async fn idle_deletion_survives_an_operator_restart() {
     sc.restart().await;
     let pods = pods_of(&sc, &ns, &uid).await;
     assert_eq!(pods.len(), 1, "the pod outlived the old operator");
+    assert!(
+        pods[0].metadata.deletion_timestamp.is_none(),
+        "the old operator deleted the pod before it stopped: {:?}",
+        pods[0].metadata
+    );
     let pod_uid = pods[0].uid();
 
     // The new operator knows of the pod only from the pod itself.

@@ -211,31 +211,8 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
             return Ok(requeue(std::time::Duration::from_secs(1)));
         }
         if status.created {
-            let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
-                what: "the Socket",
-                source,
-            })?;
-            let inputs = HookInputs {
-                socket: Some(&json),
-                ..Default::default()
-            };
-            let renderer = Renderer {
-                context: render::owner_only(owner, &json),
-                seed: None,
-                limits: &ctx.options.templates,
-            };
             let ran = match owner.require_opt_in(&ctx).await {
-                Ok(()) => {
-                    hooks::run(
-                        &ctx,
-                        owner,
-                        &*socket,
-                        LifecyclePoint::Deleted,
-                        inputs,
-                        &renderer,
-                    )
-                    .await
-                }
+                Ok(()) => run_own_hook(&ctx, owner, &socket, LifecyclePoint::Deleted).await,
                 Err(error) => Err(error),
             };
             let forced = socket
@@ -273,29 +250,7 @@ async fn reconcile_inner(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<Actio
         Err(error) => return failed(&ctx, &socket, status, &error).await,
     }
     if !status.created {
-        let json = serde_json::to_value(&*socket).map_err(|source| Error::Encode {
-            what: "the Socket",
-            source,
-        })?;
-        let inputs = HookInputs {
-            socket: Some(&json),
-            ..Default::default()
-        };
-        let renderer = Renderer {
-            context: render::owner_only(owner, &json),
-            seed: None,
-            limits: &ctx.options.templates,
-        };
-        match hooks::run(
-            &ctx,
-            owner,
-            &*socket,
-            LifecyclePoint::Created,
-            inputs,
-            &renderer,
-        )
-        .await
-        {
+        match run_own_hook(&ctx, owner, &socket, LifecyclePoint::Created).await {
             Ok(()) => status.created = true,
             Err(error @ Error::Api { .. }) => return Err(error),
             Err(error) => return failed(&ctx, &socket, status, &error).await,
@@ -383,6 +338,29 @@ async fn failed(
     } else {
         requeue(super::retry_delay(ctx))
     })
+}
+
+/// Runs the Socket's own hook at `point` (`created` or `deleted`): it sees the Socket only.
+async fn run_own_hook(
+    ctx: &Context,
+    owner: Owner<'_>,
+    socket: &Socket,
+    point: LifecyclePoint,
+) -> Result<(), Error> {
+    let json = serde_json::to_value(socket).map_err(|source| Error::Encode {
+        what: "the Socket",
+        source,
+    })?;
+    let inputs = HookInputs {
+        socket: Some(&json),
+        ..Default::default()
+    };
+    let renderer = Renderer {
+        context: render::owner_only(owner, &json),
+        seed: None,
+        limits: &ctx.options.templates,
+    };
+    hooks::run(ctx, owner, socket, point, inputs, &renderer).await
 }
 
 /// Backoff for failures of the operator's own API calls.

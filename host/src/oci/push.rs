@@ -95,46 +95,84 @@ pub async fn push_with_config(
             problem: "push to a tag (registry/repository:tag), not to a digest".into(),
         });
     }
+    let config = serde_json::to_vec(config).map_err(|e| encode_error(&image, e))?;
+    let digest = push_single_layer(
+        &image,
+        SingleLayer {
+            config_media_type,
+            config: &config,
+            layer_media_type,
+            layer,
+            layer_annotations: None,
+        },
+        auth,
+        plain_http_hosts,
+    )
+    .await?;
+    tracing::debug!(image = %image, digest = %digest, "pushed artifact");
+    Ok(digest)
+}
+
+/// What [`push_single_layer`] stores: a config blob and one layer.
+pub(super) struct SingleLayer<'a> {
+    pub(super) config_media_type: &'a str,
+    /// The config blob, serialised.
+    pub(super) config: &'a [u8],
+    pub(super) layer_media_type: &'a str,
+    pub(super) layer: &'a [u8],
+    pub(super) layer_annotations: Option<serde_json::Value>,
+}
+
+/// Pushes the blobs of `artifact` and its OCI manifest to `image` (a tag) and returns the
+/// manifest digest.
+pub(super) async fn push_single_layer(
+    image: &ImageRef,
+    artifact: SingleLayer<'_>,
+    auth: &RegistryAuth,
+    plain_http_hosts: &[String],
+) -> Result<String, OciError> {
     let client = client::build(
         image.registry(),
         plain_http_hosts,
         PUSH_TIMEOUT,
         PUSH_TIMEOUT,
     )?;
-    let translate = |e| client::translate(e, &image, auth, Missing::Repository, "push to");
+    let translate = |e| client::translate(e, image, auth, Missing::Repository, "push to");
     client
         .auth(image.oci(), &auth.to_oci(), RegistryOperation::Push)
         .await
         .map_err(translate)?;
 
-    let layer_digest = sha256(layer);
-    let config = serde_json::to_vec(config).map_err(|e| encode_error(&image, e))?;
-    let config_digest = sha256(&config);
-
+    let layer_digest = sha256(artifact.layer);
+    let config_digest = sha256(artifact.config);
     client
-        .push_blob(image.oci(), layer.to_vec(), &layer_digest)
+        .push_blob(image.oci(), artifact.layer.to_vec(), &layer_digest)
         .await
         .map_err(translate)?;
     client
-        .push_blob(image.oci(), config.clone(), &config_digest)
+        .push_blob(image.oci(), artifact.config.to_vec(), &config_digest)
         .await
         .map_err(translate)?;
 
+    let mut layer = json!({
+        "mediaType": artifact.layer_media_type,
+        "digest": layer_digest,
+        "size": artifact.layer.len(),
+    });
+    if let Some(annotations) = artifact.layer_annotations {
+        layer["annotations"] = annotations;
+    }
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST_MEDIA_TYPE,
         "config": {
-            "mediaType": config_media_type,
+            "mediaType": artifact.config_media_type,
             "digest": config_digest,
-            "size": config.len(),
+            "size": artifact.config.len(),
         },
-        "layers": [{
-            "mediaType": layer_media_type,
-            "digest": layer_digest,
-            "size": layer.len(),
-        }],
+        "layers": [layer],
     });
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| encode_error(&image, e))?;
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| encode_error(image, e))?;
     let manifest_digest = sha256(&manifest);
     client
         .push_manifest_raw(
@@ -144,18 +182,17 @@ pub async fn push_with_config(
         )
         .await
         .map_err(translate)?;
-    tracing::debug!(image = %image, digest = %manifest_digest, "pushed artifact");
     Ok(manifest_digest)
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(super) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn encode_error(image: &ImageRef, e: serde_json::Error) -> OciError {
+pub(super) fn encode_error(image: &ImageRef, e: serde_json::Error) -> OciError {
     OciError::Transport {
         registry: image.registry().to_owned(),
-        action: "encode an artifact for",
+        action: "encode an artifact or signature for",
         source: Arc::new(e),
     }
 }

@@ -2,20 +2,13 @@
 //! component and its signature layers, and writing one (see [`crate::signature`] for the
 //! format and its verification).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use oci_client::RegistryOperation;
-use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
 use super::auth::RegistryAuth;
-use super::client;
-use super::error::{Missing, OciError};
-use super::media::OCI_MANIFEST_MEDIA_TYPE;
+use super::error::OciError;
 use super::pull::{Pull, PullClient};
+use super::push::{SingleLayer, encode_error, push_single_layer, sha256};
 use super::reference::ImageRef;
 use crate::signature::{SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, StoredSignature};
 
@@ -25,8 +18,6 @@ const MAX_SIGNATURES: usize = 16;
 const MAX_MANIFEST_BYTES: usize = 256 << 10;
 /// The largest payload layer read (cosign's are a few hundred bytes).
 const MAX_PAYLOAD_BYTES: u64 = 64 << 10;
-/// Timeouts of `push_signature`.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -150,70 +141,26 @@ pub async fn push_signature(
 ) -> Result<String, OciError> {
     let image = ImageRef::parse(reference)?;
     let sig = signature_ref(&image, manifest_digest)?;
-    let client = client::build(
-        image.registry(),
-        plain_http_hosts,
-        PUSH_TIMEOUT,
-        PUSH_TIMEOUT,
-    )?;
-    let translate = |e| client::translate(e, &sig, auth, Missing::Repository, "push to");
-    client
-        .auth(sig.oci(), &auth.to_oci(), RegistryOperation::Push)
-        .await
-        .map_err(translate)?;
-    let payload_digest = sha256(payload);
     // The image config cosign writes: its one "layer" is the payload.
     let config = serde_json::to_vec(&json!({
         "architecture": "",
         "os": "",
         "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(payload)]},
     }))
     .map_err(|e| encode_error(&sig, e))?;
-    let config_digest = sha256(&config);
-    client
-        .push_blob(sig.oci(), payload.to_vec(), &payload_digest)
-        .await
-        .map_err(translate)?;
-    client
-        .push_blob(sig.oci(), config.clone(), &config_digest)
-        .await
-        .map_err(translate)?;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
+    push_single_layer(
+        &sig,
+        SingleLayer {
+            config_media_type: "application/vnd.oci.image.config.v1+json",
+            config: &config,
+            layer_media_type: SIMPLE_SIGNING_MEDIA_TYPE,
+            layer: payload,
+            layer_annotations: Some(json!({SIGNATURE_ANNOTATION: signature})),
         },
-        "layers": [{
-            "mediaType": SIMPLE_SIGNING_MEDIA_TYPE,
-            "digest": payload_digest,
-            "size": payload.len(),
-            "annotations": {SIGNATURE_ANNOTATION: signature},
-        }],
-    }))
-    .map_err(|e| encode_error(&sig, e))?;
-    client
-        .push_manifest_raw(
-            sig.oci(),
-            manifest,
-            HeaderValue::from_static(OCI_MANIFEST_MEDIA_TYPE),
-        )
-        .await
-        .map_err(translate)?;
+        auth,
+        plain_http_hosts,
+    )
+    .await?;
     Ok(crate::signature::signature_tag(manifest_digest))
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-fn encode_error(image: &ImageRef, e: serde_json::Error) -> OciError {
-    OciError::Transport {
-        registry: image.registry().to_owned(),
-        action: "encode a signature for",
-        source: Arc::new(e),
-    }
 }
