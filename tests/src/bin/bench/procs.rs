@@ -41,7 +41,11 @@ fn descendants(root: u32) -> Vec<(u32, String)> {
     };
     let mut stats = HashMap::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
@@ -132,7 +136,8 @@ mod tests {
 
     #[test]
     fn reads_a_stat_line_with_spaces_in_the_name() {
-        let line = "4242 (kube apiserver) S 17 4242 17 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0 9 0 0";
+        let line =
+            "4242 (kube apiserver) S 17 4242 17 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0 9 0 0";
         let stat = parse_stat(line).unwrap();
         assert_eq!(stat.comm, "kube apiserver");
         assert_eq!(stat.ppid, 17);
