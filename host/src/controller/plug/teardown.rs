@@ -182,6 +182,7 @@ pub(super) async fn decouple(
     status.coupling_socket = None;
     status.coupling_checksum = None;
     status.result = None;
+    status.results_checksum = None;
     Ok(())
 }
 
