@@ -274,7 +274,7 @@ async fn finish(
 mod inputs;
 mod teardown;
 
-pub(crate) use inputs::{coupling_renderer, inputs_checksum, seed_for, socket_state};
+pub(crate) use inputs::{coupling_renderer, inputs_checksum, seed_for, socket_json, socket_state};
 use inputs::{recheck_delay, wait_outcome};
 use teardown::{clear_force, decouple, decouple_error, delete, forced};
 
@@ -395,7 +395,7 @@ async fn couple(
     };
     let socket_owner = Owner::socket(&socket);
     socket_owner.require_opt_in(ctx).await?;
-    let socket_json = to_json("the Socket", &*socket)?;
+    let socket_json = socket_json(&socket)?;
     let parties = Parties {
         plug,
         socket: &socket,
