@@ -41,6 +41,8 @@ pub struct Metrics {
     pub secret_writes: AtomicU64,
     /// Events published.
     pub events: AtomicU64,
+    /// Normal Events not published: their object had too many (see the README's Events).
+    pub events_suppressed: AtomicU64,
     /// Apparatus calls made (hooks and config).
     pub apparatus_calls: AtomicU64,
     /// Apparatus pods created.
@@ -119,6 +121,7 @@ struct Families {
     couplings: Family<StateLabels, Gauge>,
     hook_duration: HistogramFamily<HookLabels>,
     api_writes: Family<WriteLabels, Counter>,
+    events_suppressed: Counter,
     component_pulls: Family<ResultLabels, Counter>,
     component_compiles: Counter,
     component_cache_hits: Counter,
@@ -162,6 +165,12 @@ impl Default for Families {
             "api_writes",
             "Writes to the API server, by verb and resource",
             api_writes.clone(),
+        );
+        let events_suppressed = Counter::default();
+        registry.register(
+            "events_suppressed",
+            "Normal Events not published because their object had too many (25 at once, then one per 5 minutes)",
+            events_suppressed.clone(),
         );
         let component_pulls = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -213,6 +222,7 @@ impl Default for Families {
             couplings,
             hook_duration,
             api_writes,
+            events_suppressed,
             component_pulls,
             component_compiles,
             component_cache_hits,
@@ -263,6 +273,8 @@ pub struct Snapshot {
     pub secret_writes: u64,
     /// Events published.
     pub events: u64,
+    /// Normal Events suppressed.
+    pub events_suppressed: u64,
     /// Apparatus calls.
     pub apparatus_calls: u64,
     /// Apparatus pods created.
@@ -299,6 +311,7 @@ impl Metrics {
             finalizer_writes: get(&self.finalizer_writes),
             secret_writes: get(&self.secret_writes),
             events: get(&self.events),
+            events_suppressed: get(&self.events_suppressed),
             apparatus_calls: get(&self.apparatus_calls),
             apparatus_pods_created: get(&self.apparatus_pods_created),
             apparatus_pods_deleted: get(&self.apparatus_pods_deleted),
@@ -345,6 +358,12 @@ impl Metrics {
                 resource: resource.into(),
             })
             .inc();
+    }
+
+    /// A Normal Event was not published: its object had too many.
+    pub fn event_suppressed(&self) {
+        Self::inc(&self.events_suppressed);
+        self.families.events_suppressed.inc();
     }
 
     /// A component was fetched by its image reference (`ok`) or could not be (`!ok`).
@@ -473,6 +492,7 @@ mod tests {
         metrics.component_loaded(false, Duration::from_millis(40));
         metrics.component_loaded(true, Duration::ZERO);
         metrics.guest_trapped("timeout");
+        metrics.event_suppressed();
         metrics.set_leader(true);
         let text = metrics.encode();
         for line in [
@@ -485,6 +505,7 @@ mod tests {
             "plugboard_component_cache_hits_total 1",
             "plugboard_component_compile_seconds_count 1",
             "plugboard_guest_traps_total{kind=\"timeout\"} 1",
+            "plugboard_events_suppressed_total 1",
             "plugboard_apparatus_pods_running 0",
             "plugboard_leader 1",
         ] {

@@ -462,8 +462,20 @@ async fn plug_deletion_decouples_then_deletes_and_cleans_up() {
     let mut sc = Scenario::new("couple-delete-plug").await;
     let rec = Recorder::start().await;
     let ns = coupled_pair(&mut sc, &rec, json!({})).await;
-    let plug = sc.api::<Plug>(&ns).get("app").await.unwrap();
-    let secret_name = plug.status.unwrap().result.unwrap().secret_name;
+    // A result, so that there is a result Secret to clean up (none is written without one).
+    sc.patch::<Plug>(&ns, "app", json!({"spec": {"result": {"user": "app"}}}))
+        .await;
+    let secret_name = "app-plugboard-result";
+    sc.wait::<Secret, _>(&ns, secret_name, "the result Secret", |s| s.is_some())
+        .await;
+    sc.wait::<Plug, _>(&ns, "app", "the Plug to name its result Secret", |p| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.result.as_ref())
+            .is_some_and(|r| r.secret_name == secret_name)
+    })
+    .await;
+    // The update's hooks ran before the Secret was written.
+    rec.clear();
     sc.api::<Plug>(&ns)
         .delete("app", &DeleteParams::default())
         .await
@@ -476,7 +488,7 @@ async fn plug_deletion_decouples_then_deletes_and_cleans_up() {
     );
     assert!(
         sc.api::<Secret>(&ns)
-            .get_opt(&secret_name)
+            .get_opt(secret_name)
             .await
             .unwrap()
             .is_none()

@@ -123,3 +123,65 @@ async fn a_foreign_secret_with_the_result_name_is_left_intact() {
     );
     assert_eq!(own.data.unwrap()["plug.user"].0, b"app");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_result_secret_exists_only_while_there_are_results() {
+    let mut sc = Scenario::new("result-only").await;
+    sc.start().await;
+    let ns = sc.ns.name().to_owned();
+    let secrets = sc.api::<Secret>(&ns);
+    sc.socket(&ns, "db", json!({})).await;
+    sc.plug(&ns, "bare", json!({"socket": {"name": "db"}}))
+        .await;
+    sc.plug(
+        &ns,
+        "app",
+        json!({"socket": {"name": "db"}, "result": {"user": "app"}}),
+    )
+    .await;
+
+    // No results on either side: Ready, and no Secret was written.
+    let bare = sc.wait_plug_ready(&ns, "bare").await;
+    assert!(bare.status.unwrap().result.is_none());
+    assert!(
+        secrets
+            .get_opt("bare-plugboard-result")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Results: the Secret holds them and belongs to the Plug.
+    let app = sc.wait_plug_ready(&ns, "app").await;
+    let result = app.status.clone().unwrap().result.unwrap();
+    assert_eq!(result.secret_name, "app-plugboard-result");
+    let secret = secrets.get(&result.secret_name).await.unwrap();
+    assert_eq!(secret.data.unwrap()["plug.user"].0, b"app");
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        app.metadata.uid.unwrap()
+    );
+
+    // The results go away: so does the Secret, and status no longer names it.
+    let patched: Plug = sc
+        .patch(&ns, "app", json!({"spec": {"result": null}}))
+        .await;
+    let generation = patched.metadata.generation;
+    sc.wait::<Plug, _>(&ns, "app", "the Plug to drop its result", |p| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.observed_generation == generation
+                && s.result.is_none()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
+    assert!(
+        secrets
+            .get_opt("app-plugboard-result")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -24,6 +24,7 @@ mod seed;
 mod signatures;
 mod socket;
 mod sources;
+mod spam;
 mod vars;
 mod verdicts;
 mod wasm;
@@ -233,6 +234,8 @@ pub struct Context {
     /// Kinds found by discovery, for acting on arbitrary objects.
     pub(crate) kinds: objects::KindCache,
     pub(crate) recorder: Recorder,
+    /// Token buckets that rate-limit Normal Events per object (see `spam`).
+    pub(crate) event_filter: Mutex<spam::SpamFilter>,
     pub(crate) http: HttpApparatus,
     /// Apparatus pods in use, by owner.
     pub(crate) pods: pods::PodManager,
@@ -337,6 +340,7 @@ impl Context {
         );
         Ok(Context {
             recorder: Recorder::new(client.clone(), reporter),
+            event_filter: Mutex::new(spam::SpamFilter::default()),
             client,
             base_config: config,
             impersonated: tokio::sync::Mutex::new(HashMap::new()),

@@ -274,7 +274,7 @@ async fn finish(
 mod inputs;
 mod teardown;
 
-pub(crate) use inputs::{coupling_renderer, inputs_checksum, seed_for, socket_state};
+pub(crate) use inputs::{coupling_renderer, inputs_checksum, seed_for, socket_json, socket_state};
 use inputs::{recheck_delay, wait_outcome};
 use teardown::{clear_force, decouple, decouple_error, delete, forced};
 
@@ -395,7 +395,7 @@ async fn couple(
     };
     let socket_owner = Owner::socket(&socket);
     socket_owner.require_opt_in(ctx).await?;
-    let socket_json = to_json("the Socket", &*socket)?;
+    let socket_json = socket_json(&socket)?;
     let parties = Parties {
         plug,
         socket: &socket,
@@ -502,10 +502,12 @@ async fn couple(
     // Result resources are applied after every coupling step and whenever the results
     // change (reference 4.2.R: the Socket's first, then the Plug's).
     let results_sum = sources::results_checksum(&plug_result, &socket_result);
-    let results_changed = status
-        .result
-        .as_ref()
-        .is_none_or(|r| r.checksum.as_deref() != Some(results_sum.as_str()));
+    // Statuses written before `resultsChecksum` existed have it in the result reference.
+    let applied = status
+        .results_checksum
+        .as_deref()
+        .or_else(|| status.result.as_ref().and_then(|r| r.checksum.as_deref()));
+    let results_changed = applied != Some(results_sum.as_str());
     if hooks_ran || results_changed {
         for side in lifecycle::RESULT_RESOURCE_SIDES {
             let mut renderer = coupling_renderer(ctx, parties, &computed, side, seed.as_ref());
@@ -520,6 +522,7 @@ async fn couple(
         }
     }
     store_results(ctx, plug, status, &plug_result, &socket_result).await?;
+    status.results_checksum = Some(results_sum);
     let mut ready = Outcome::ready(format!(
         "coupled to Socket {key_text}{}",
         hook_note.unwrap_or_default()
@@ -588,6 +591,21 @@ async fn store_results(
         }
     }
     let name = sources::result_secret_name(plug);
+    if plug_result.is_empty() && socket_result.is_empty() {
+        // No results, no Secret: one written before, when there were, goes (only if the Plug
+        // owns it, and only that very Secret, as when decoupling).
+        if let Some(previous) = &status.result {
+            super::result::delete(
+                ctx,
+                &plug.namespace().unwrap_or_default(),
+                &previous.secret_name,
+                &plug.uid().unwrap_or_default(),
+            )
+            .await?;
+        }
+        status.result = None;
+        return Ok(());
+    }
     let sum = sources::results_checksum(plug_result, socket_result);
     let current = status.result.as_ref();
     if current.is_none_or(|r| r.secret_name != name || r.checksum.as_deref() != Some(sum.as_str()))

@@ -72,9 +72,14 @@ pub struct PlugStatus {
     /// hooks run when the inputs' checksum differs from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupling_checksum: Option<String>,
-    /// Where the coupling's results are kept.
+    /// Where the coupling's results are kept; none while there are no results (then there is
+    /// no result Secret either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultRef>,
+    /// Checksum of the results the result resources were last applied with (also when there
+    /// are none), so they are applied again only when the results change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_checksum: Option<String>,
     /// The resolved WebAssembly component of this Plug's apparatus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apparatus: Option<ApparatusStatus>,

@@ -192,3 +192,24 @@ pub(super) fn recheck_delay(ctx: &Context) -> std::time::Duration {
     let spread = 0.9 + 0.2 * f64::from(nanos % 1000) / 1000.0;
     ctx.options.recheck.mul_f64(spread)
 }
+
+/// The Socket as a coupling's hooks and templates see it: all of it but `status.coupledPlugs`,
+/// the list of every coupled Plug (its length, `status.coupledPlugCount`, stays). The list grows
+/// with the Socket, and every Plug reconcile serialises and copies the Socket, so with it a
+/// Socket with n Plugs cost each of them O(n), and every hook call carried n entries.
+pub(crate) fn socket_json(socket: &Socket) -> Result<Value, Error> {
+    let status = socket.status.as_ref().map(|s| crate::crd::SocketStatus {
+        observed_generation: s.observed_generation,
+        conditions: s.conditions.clone(),
+        created: s.created,
+        coupled_plugs: Vec::new(),
+        coupled_plug_count: s.coupled_plug_count,
+        apparatus: s.apparatus.clone(),
+    });
+    let seen = Socket {
+        metadata: socket.metadata.clone(),
+        spec: socket.spec.clone(),
+        status,
+    };
+    to_json("the Socket", &seen)
+}

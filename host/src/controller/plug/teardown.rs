@@ -80,7 +80,7 @@ pub(super) async fn decouple(
     }
     match socket {
         Some(socket) => {
-            let socket_json = to_json("the Socket", socket)?;
+            let socket_json = socket_json(socket)?;
             let parties = Parties {
                 plug,
                 socket,
@@ -182,6 +182,7 @@ pub(super) async fn decouple(
     status.coupling_socket = None;
     status.coupling_checksum = None;
     status.result = None;
+    status.results_checksum = None;
     Ok(())
 }
 

@@ -17,6 +17,7 @@
 
 mod apiserver;
 mod operator;
+mod procs;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -192,13 +193,20 @@ struct ScaleRun {
     delete_s: f64,
     rss_after_delete: f64,
     cpu_delete_s: f64,
+    /// CPU seconds of the benchmark itself, the API server and etcd, first create to last Ready.
+    others_cpu: procs::CpuSample,
     event_objects: f64,
     event_occurrences: f64,
     /// API requests per coupling by (verb, resource), the benchmark's own creates left out.
     requests: BTreeMap<(String, String), f64>,
 }
 
-async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError> {
+async fn scale(
+    bin: &Path,
+    control_plane: &procs::ControlPlane,
+    shape: Shape,
+    n: usize,
+) -> Result<ScaleRun, BoxError> {
     let h = Harness::start(bin, "bench-scale", &[]).await?;
     let ns = h.ns();
     let sc = &h.sc;
@@ -210,6 +218,7 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
     let idle_rss = h.op.rss_mib();
     let before = apiserver::counts(&client).await?;
     let cpu0 = h.op.cpu_seconds();
+    let others0 = control_plane.sample();
     let t0 = Instant::now();
     let names: Vec<usize> = (0..n).collect();
     let ns_ref = ns.as_str();
@@ -240,6 +249,7 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
     };
     let ready_s = last.duration_since(t0).as_secs_f64();
     let cpu_s = h.op.cpu_seconds() - cpu0;
+    let others_cpu = control_plane.sample() - others0;
     let after = apiserver::counts(&client).await?;
     let peak_rss = h.op.peak_rss_mib();
 
@@ -322,6 +332,7 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
         delete_s,
         rss_after_delete,
         cpu_delete_s,
+        others_cpu,
         event_objects,
         event_occurrences,
         requests,
@@ -338,22 +349,27 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
         sizes[0]
     );
     println!(
-        "| scenario | all Ready s | ratio | writes/coupling | reads/coupling | Events/coupling (objects / occurrences) | CPU s | idle RSS MiB | peak RSS MiB | delete all s | RSS after delete MiB |"
+        "| scenario | all Ready s | ratio | writes/coupling (Events aside) | Event writes/coupling | reads/coupling | Event objects / occurrences per coupling | CPU s operator / API server / etcd / bench | idle RSS MiB | peak RSS MiB | delete all s | RSS after delete MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for ((shape, n), runs) in results {
         let ready = median_of(runs, |r| r.ready_s);
         let base = results
             .get(&(*shape, sizes[0]))
             .map(|b| median_of(b, |r| r.ready_s))
             .unwrap_or(f64::NAN);
-        let writes = median_of(runs, |r| {
-            r.requests
-                .iter()
-                .filter(|((verb, _), _)| apiserver::is_write(verb))
-                .map(|(_, v)| v)
-                .sum()
-        });
+        let writes = |events: bool| {
+            median_of(runs, |r| {
+                r.requests
+                    .iter()
+                    .filter(|((verb, resource), _)| {
+                        apiserver::is_write(verb) && (resource == "events") == events
+                    })
+                    .map(|(_, v)| v)
+                    .sum()
+            })
+        };
+        let (event_writes, writes) = (writes(true), writes(false));
         let reads = median_of(runs, |r| {
             r.requests
                 .iter()
@@ -362,12 +378,15 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
                 .sum()
         });
         println!(
-            "| {n} {} | {ready:.1} | {:.1}× | {writes:.2} | {reads:.2} | {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {n} {} | {ready:.1} | {:.1}× | {writes:.2} | {event_writes:.2} | {reads:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             shape.label(),
             ready / base,
             median_of(runs, |r| r.event_objects) / *n as f64,
             median_of(runs, |r| r.event_occurrences) / *n as f64,
             median_of(runs, |r| r.cpu_s),
+            median_of(runs, |r| r.others_cpu.api_server),
+            median_of(runs, |r| r.others_cpu.etcd),
+            median_of(runs, |r| r.others_cpu.bench),
             median_of(runs, |r| r.idle_rss),
             median_of(runs, |r| r.peak_rss),
             median_of(runs, |r| r.delete_s),
@@ -407,7 +426,7 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
         println!("| {} {} | {} |", key.0, key.1, cells.join(" | "));
     }
     println!(
-        "\nCPU s: the operator's user+system time from the first create to the last Ready; delete CPU s:"
+        "\nEvent writes: the API server's creates and patches of Events (a repeat folded into a series is a patch). CPU s: user+system time from the first create to the last Ready of the operator, the API server, etcd and the benchmark's own client; the operator's delete CPU s:"
     );
     for ((shape, n), runs) in results {
         print!(
@@ -503,16 +522,25 @@ async fn main() -> Result<(), BoxError> {
     }
 
     if !args.no_scale {
+        let control_plane = procs::ControlPlane::find();
+        if !control_plane.found() {
+            eprintln!(
+                "bench: the API server and etcd are not this benchmark's processes; their CPU shows as 0"
+            );
+        }
         let mut results: BTreeMap<(Shape, usize), Vec<ScaleRun>> = BTreeMap::new();
         for run in 0..args.runs {
             for &n in &args.sizes {
                 for shape in [Shape::OneSocket, Shape::Pairs] {
-                    let r = scale(&bin, shape, n).await?;
+                    let r = scale(&bin, &control_plane, shape, n).await?;
                     eprintln!(
-                        "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s, peak RSS {:.1} MiB, deleted in {:.1} s, RSS after {:.1} MiB",
+                        "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s (API server {:.1}, etcd {:.1}, bench {:.1}), peak RSS {:.1} MiB, deleted in {:.1} s, RSS after {:.1} MiB",
                         shape.label(),
                         r.ready_s,
                         r.cpu_s,
+                        r.others_cpu.api_server,
+                        r.others_cpu.etcd,
+                        r.others_cpu.bench,
                         r.peak_rss,
                         r.delete_s,
                         r.rss_after_delete

@@ -101,22 +101,9 @@ impl OperatorProcess {
         Ok(Self { child, pid })
     }
 
-    /// User + system CPU seconds so far. `/proc/<pid>/stat` counts in clock ticks of
-    /// `USER_HZ`, which is 100 on Linux.
+    /// User + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return f64::NAN;
-        };
-        // Fields after the command name (which may hold spaces) start at field 3 (`state`).
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return f64::NAN;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        match (ticks(11), ticks(12)) {
-            (Some(u), Some(s)) => (u + s) / 100.0,
-            _ => f64::NAN,
-        }
+        crate::procs::cpu_seconds(self.pid)
     }
 
     fn status_kib(&self, field: &str) -> f64 {
