@@ -126,6 +126,7 @@ struct Families {
     guest_traps: Family<KindLabels, Counter>,
     apparatus_pods_running: Gauge,
     leader: Gauge,
+    heap: Family<StateLabels, Gauge>,
 }
 
 impl Default for Families {
@@ -206,6 +207,13 @@ impl Default for Families {
             "1 while this process runs the controllers (leads, or leader election is off)",
             leader.clone(),
         );
+        let heap = Family::<StateLabels, Gauge>::default();
+        registry.register_with_unit(
+            "heap",
+            "The allocator's heap: in_use (live allocations) and free (freed, kept by the allocator for reuse); glibc only",
+            Unit::Bytes,
+            heap.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -220,6 +228,7 @@ impl Default for Families {
             guest_traps,
             apparatus_pods_running,
             leader,
+            heap,
         }
     }
 }
@@ -444,6 +453,16 @@ impl Metrics {
         self.families
             .apparatus_pods_running
             .set(i64::try_from(running).unwrap_or(i64::MAX));
+        if let Some(heap) = crate::heap::stats() {
+            for (state, bytes) in [("in_use", heap.in_use), ("free", heap.free)] {
+                self.families
+                    .heap
+                    .get_or_create(&StateLabels {
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
     }
 }
 
@@ -489,6 +508,16 @@ mod tests {
             "plugboard_leader 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(
+                text.contains("plugboard_heap_bytes{state=\"in_use\"} "),
+                "{text}"
+            );
+            assert!(
+                text.contains("plugboard_heap_bytes{state=\"free\"} "),
+                "{text}"
+            );
         }
         assert_eq!(metrics.snapshot().wasm_compiles, 1);
         assert_eq!(metrics.snapshot().wasm_cache_loads, 1);

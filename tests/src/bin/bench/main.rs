@@ -189,6 +189,14 @@ struct ScaleRun {
     cpu_s: f64,
     idle_rss: f64,
     peak_rss: f64,
+    /// RSS when all were Ready.
+    ready_rss: f64,
+    /// The operator's live heap idle, when all were Ready and after the deletions (MiB).
+    heap_idle: f64,
+    heap_ready: f64,
+    heap_after_delete: f64,
+    /// Heap the allocator kept free after the deletions (MiB).
+    heap_free_after_delete: f64,
     delete_s: f64,
     rss_after_delete: f64,
     cpu_delete_s: f64,
@@ -208,6 +216,7 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
     let watch = PlugWatch::start(sc.api::<Plug>(&ns), &sc.run).await;
     let client = sc.client();
     let idle_rss = h.op.rss_mib();
+    let heap_idle = h.op.metrics().await?.heap_in_use;
     let before = apiserver::counts(&client).await?;
     let cpu0 = h.op.cpu_seconds();
     let t0 = Instant::now();
@@ -242,6 +251,8 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
     let cpu_s = h.op.cpu_seconds() - cpu0;
     let after = apiserver::counts(&client).await?;
     let peak_rss = h.op.peak_rss_mib();
+    let ready_rss = h.op.rss_mib();
+    let heap_ready = h.op.metrics().await?.heap_in_use;
 
     let events = sc.api::<Event>(&ns).list(&ListParams::default()).await?;
     // The warm-up Socket's Event is not a coupling's.
@@ -311,7 +322,24 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
         })
         .await?;
     }
+    // Measured once the operator's own cache has seen every Plug go (its finalizers are gone:
+    // the API server has deleted them), so its deletion work is done.
+    let op = &h.op;
+    plugboard_tests::wait_for(
+        "the operator to see the Plugs go",
+        SCENARIO_DEADLINE,
+        || async {
+            let m = op.metrics().await.map_err(|e| e.to_string())?;
+            if m.plugs == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{} Plugs in the operator's cache", m.plugs))
+            }
+        },
+    )
+    .await?;
     let rss_after_delete = h.op.rss_mib();
+    let after = h.op.metrics().await?;
     drop(watch);
     h.finish().await;
     Ok(ScaleRun {
@@ -319,6 +347,11 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
         cpu_s,
         idle_rss,
         peak_rss,
+        ready_rss,
+        heap_idle,
+        heap_ready,
+        heap_after_delete: after.heap_in_use,
+        heap_free_after_delete: after.heap_free,
         delete_s,
         rss_after_delete,
         cpu_delete_s,
@@ -338,9 +371,9 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
         sizes[0]
     );
     println!(
-        "| scenario | all Ready s | ratio | writes/coupling | reads/coupling | Events/coupling (objects / occurrences) | CPU s | idle RSS MiB | peak RSS MiB | delete all s | RSS after delete MiB |"
+        "| scenario | all Ready s | ratio | writes/coupling | reads/coupling | Events/coupling (objects / occurrences) | CPU s | delete all s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for ((shape, n), runs) in results {
         let ready = median_of(runs, |r| r.ready_s);
         let base = results
@@ -362,16 +395,34 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
                 .sum()
         });
         println!(
-            "| {n} {} | {ready:.1} | {:.1}× | {writes:.2} | {reads:.2} | {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {n} {} | {ready:.1} | {:.1}× | {writes:.2} | {reads:.2} | {:.2} / {:.2} | {:.1} | {:.1} |",
             shape.label(),
             ready / base,
             median_of(runs, |r| r.event_objects) / *n as f64,
             median_of(runs, |r| r.event_occurrences) / *n as f64,
             median_of(runs, |r| r.cpu_s),
-            median_of(runs, |r| r.idle_rss),
-            median_of(runs, |r| r.peak_rss),
             median_of(runs, |r| r.delete_s),
+        );
+    }
+    println!(
+        "\n## Operator memory, MiB (medians; RSS from /proc, live heap and allocator-kept free heap from its /metrics)\n"
+    );
+    println!(
+        "| scenario | RSS idle | RSS all Ready | peak RSS | RSS after delete | heap idle | heap all Ready | heap after delete | free heap kept after delete |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for ((shape, n), runs) in results {
+        println!(
+            "| {n} {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            shape.label(),
+            median_of(runs, |r| r.idle_rss),
+            median_of(runs, |r| r.ready_rss),
+            median_of(runs, |r| r.peak_rss),
             median_of(runs, |r| r.rss_after_delete),
+            median_of(runs, |r| r.heap_idle),
+            median_of(runs, |r| r.heap_ready),
+            median_of(runs, |r| r.heap_after_delete),
+            median_of(runs, |r| r.heap_free_after_delete),
         );
     }
     println!(
@@ -509,13 +560,16 @@ async fn main() -> Result<(), BoxError> {
                 for shape in [Shape::OneSocket, Shape::Pairs] {
                     let r = scale(&bin, shape, n).await?;
                     eprintln!(
-                        "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s, peak RSS {:.1} MiB, deleted in {:.1} s, RSS after {:.1} MiB",
+                        "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s, peak RSS {:.1} MiB (heap {:.1}), deleted in {:.1} s, RSS after {:.1} MiB (heap {:.1}, free {:.1})",
                         shape.label(),
                         r.ready_s,
                         r.cpu_s,
                         r.peak_rss,
+                        r.heap_ready,
                         r.delete_s,
-                        r.rss_after_delete
+                        r.rss_after_delete,
+                        r.heap_after_delete,
+                        r.heap_free_after_delete
                     );
                     results.entry((shape, n)).or_default().push(r);
                 }
@@ -524,7 +578,7 @@ async fn main() -> Result<(), BoxError> {
         print_scale(&results, &args.sizes);
     }
     println!(
-        "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak)."
+        "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak); heap from its `plugboard_heap_bytes` (glibc's mallinfo2)."
     );
     Ok(())
 }
