@@ -127,6 +127,7 @@ struct Families {
     apparatus_pods_running: Gauge,
     leader: Gauge,
     heap: Family<StateLabels, Gauge>,
+    heap_releases: Counter,
 }
 
 impl Default for Families {
@@ -214,6 +215,12 @@ impl Default for Families {
             Unit::Bytes,
             heap.clone(),
         );
+        let heap_releases = Counter::default();
+        registry.register(
+            "heap_releases",
+            "Times the operator's memory pass gave the allocator's free pages back to the system",
+            heap_releases.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -229,6 +236,7 @@ impl Default for Families {
             apparatus_pods_running,
             leader,
             heap,
+            heap_releases,
         }
     }
 }
@@ -394,6 +402,11 @@ impl Metrics {
         self.families.leader.set(i64::from(leader));
     }
 
+    /// Counts a release of free heap pages to the system.
+    pub fn heap_released(&self) {
+        self.families.heap_releases.inc();
+    }
+
     /// Whether the controllers' watches have listed everything once.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
@@ -493,6 +506,7 @@ mod tests {
         metrics.component_loaded(true, Duration::ZERO);
         metrics.guest_trapped("timeout");
         metrics.set_leader(true);
+        metrics.heap_released();
         let text = metrics.encode();
         for line in [
             "plugboard_reconciles_total{kind=\"Plug\"} 2",
@@ -506,6 +520,7 @@ mod tests {
             "plugboard_guest_traps_total{kind=\"timeout\"} 1",
             "plugboard_apparatus_pods_running 0",
             "plugboard_leader 1",
+            "plugboard_heap_releases_total 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

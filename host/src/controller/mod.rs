@@ -13,11 +13,13 @@ mod error;
 mod fairness;
 mod guard;
 mod hooks;
+mod memory;
 pub mod objects;
 mod optin;
 mod plan;
 mod plug;
 mod pods;
+mod recorder;
 mod render;
 mod result;
 mod seed;
@@ -232,7 +234,7 @@ pub struct Context {
     impersonated: tokio::sync::Mutex<HashMap<(String, String), Client>>,
     /// Kinds found by discovery, for acting on arbitrary objects.
     pub(crate) kinds: objects::KindCache,
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: recorder::EventRecorder,
     pub(crate) http: HttpApparatus,
     /// Apparatus pods in use, by owner.
     pub(crate) pods: pods::PodManager,
@@ -336,7 +338,7 @@ impl Context {
             .map_err(|e| Error::HttpSetup(e.to_string()))?,
         );
         Ok(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: recorder::EventRecorder::new(client.clone(), reporter),
             client,
             base_config: config,
             impersonated: tokio::sync::Mutex::new(HashMap::new()),
@@ -870,6 +872,16 @@ pub async fn run(
         sockets,
         stopped(stop_rx.clone()),
     );
+    let memory_pass = {
+        let stop = stopped(stop_rx.clone());
+        let pass = memory::run(ctx.clone());
+        async move {
+            tokio::select! {
+                () = pass => {}
+                () = stop => {}
+            }
+        }
+    };
     let deferred_run = deferred_controller
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
@@ -920,6 +932,7 @@ pub async fn run(
         pod_watch,
         reaper,
         synced,
+        memory_pass,
         trigger
     );
     metrics_of_run.set_synced(false);

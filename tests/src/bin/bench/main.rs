@@ -323,21 +323,37 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
         .await?;
     }
     // Measured once the operator's own cache has seen every Plug go (its finalizers are gone:
-    // the API server has deleted them), so its deletion work is done.
+    // the API server has deleted them), so its deletion work is done, and its periodic memory
+    // pass has run since, as it would in any operator left idle that long (at most 10 s).
     let op = &h.op;
-    plugboard_tests::wait_for(
+    let releases = plugboard_tests::wait_for(
         "the operator to see the Plugs go",
         SCENARIO_DEADLINE,
         || async {
             let m = op.metrics().await.map_err(|e| e.to_string())?;
             if m.plugs == 0.0 {
-                Ok(())
+                Ok(m.heap_releases)
             } else {
                 Err(format!("{} Plugs in the operator's cache", m.plugs))
             }
         },
     )
     .await?;
+    if !heap_idle.is_nan() {
+        plugboard_tests::wait_for(
+            "the operator's memory pass",
+            Duration::from_secs(60),
+            || async {
+                let m = op.metrics().await.map_err(|e| e.to_string())?;
+                if m.heap_releases > releases {
+                    Ok(())
+                } else {
+                    Err(format!("{} releases", m.heap_releases))
+                }
+            },
+        )
+        .await?;
+    }
     let rss_after_delete = h.op.rss_mib();
     let after = h.op.metrics().await?;
     drop(watch);

@@ -62,6 +62,8 @@ pub struct OperatorMetrics {
     pub heap_in_use: f64,
     /// Heap freed but kept by the allocator, MiB (`state="free"`).
     pub heap_free: f64,
+    /// Times its memory pass gave free heap back (`plugboard_heap_releases_total`).
+    pub heap_releases: f64,
 }
 
 impl OperatorMetrics {
@@ -70,6 +72,7 @@ impl OperatorMetrics {
             plugs: 0.0,
             heap_in_use: f64::NAN,
             heap_free: f64::NAN,
+            heap_releases: 0.0,
         };
         for line in text.lines() {
             let Some((series, value)) = line.rsplit_once(' ') else {
@@ -84,6 +87,8 @@ impl OperatorMetrics {
                 out.heap_in_use = value / MIB;
             } else if series == "plugboard_heap_bytes{state=\"free\"}" {
                 out.heap_free = value / MIB;
+            } else if series == "plugboard_heap_releases_total" {
+                out.heap_releases = value;
             }
         }
         out
