@@ -23,6 +23,7 @@ mod recorder;
 mod render;
 mod result;
 mod seed;
+mod shared;
 mod signatures;
 mod socket;
 mod sources;
@@ -265,6 +266,8 @@ pub struct Context {
     pub(crate) own_writes: cache::OwnWrites,
     /// When each steady Socket last reconciled (see `cache`).
     pub(crate) socket_throttle: cache::Throttle,
+    /// Each Socket version's JSON, shared by the reconciles using it (see `shared`).
+    pub(crate) socket_json: shared::SocketJson,
     /// The Sockets, from the operator's watch (none when planning: reads go to the API server).
     pub(crate) sockets: Option<Store<Socket>>,
     /// Namespaces' metadata, from the operator's watch when it watches every namespace (else
@@ -360,6 +363,7 @@ impl Context {
             verified: Default::default(),
             own_writes: cache::OwnWrites::default(),
             socket_throttle: cache::Throttle::default(),
+            socket_json: shared::SocketJson::default(),
             sockets: None,
             namespaces: None,
         })

@@ -80,7 +80,7 @@ pub(super) async fn decouple(
     }
     match socket {
         Some(socket) => {
-            let socket_json = to_json("the Socket", socket)?;
+            let socket_json = ctx.socket_json.get(socket)?;
             let parties = Parties {
                 plug,
                 socket,

@@ -199,6 +199,8 @@ struct ScaleRun {
     heap_free_after_delete: f64,
     delete_s: f64,
     rss_after_delete: f64,
+    /// Of which anonymous (heap, stacks), the rest being the binary's pages read in.
+    anon_rss_after_delete: f64,
     cpu_delete_s: f64,
     event_objects: f64,
     event_occurrences: f64,
@@ -355,6 +357,7 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
         .await?;
     }
     let rss_after_delete = h.op.rss_mib();
+    let anon_rss_after_delete = h.op.anon_rss_mib();
     let after = h.op.metrics().await?;
     drop(watch);
     h.finish().await;
@@ -370,6 +373,7 @@ async fn scale(bin: &Path, shape: Shape, n: usize) -> Result<ScaleRun, BoxError>
         heap_free_after_delete: after.heap_free,
         delete_s,
         rss_after_delete,
+        anon_rss_after_delete,
         cpu_delete_s,
         event_objects,
         event_occurrences,
@@ -424,17 +428,18 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
         "\n## Operator memory, MiB (medians; RSS from /proc, live heap and allocator-kept free heap from its /metrics)\n"
     );
     println!(
-        "| scenario | RSS idle | RSS all Ready | peak RSS | RSS after delete | heap idle | heap all Ready | heap after delete | free heap kept after delete |"
+        "| scenario | RSS idle | RSS all Ready | peak RSS | RSS after delete (anonymous) | heap idle | heap all Ready | heap after delete | allocator free after delete |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for ((shape, n), runs) in results {
         println!(
-            "| {n} {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {n} {} | {:.1} | {:.1} | {:.1} | {:.1} ({:.1}) | {:.1} | {:.1} | {:.1} | {:.1} |",
             shape.label(),
             median_of(runs, |r| r.idle_rss),
             median_of(runs, |r| r.ready_rss),
             median_of(runs, |r| r.peak_rss),
             median_of(runs, |r| r.rss_after_delete),
+            median_of(runs, |r| r.anon_rss_after_delete),
             median_of(runs, |r| r.heap_idle),
             median_of(runs, |r| r.heap_ready),
             median_of(runs, |r| r.heap_after_delete),
@@ -594,7 +599,7 @@ async fn main() -> Result<(), BoxError> {
         print_scale(&results, &args.sizes);
     }
     println!(
-        "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak); heap from its `plugboard_heap_bytes` (glibc's mallinfo2)."
+        "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak; anonymous = RssAnon, the rest is the binary's pages); heap from its `plugboard_heap_bytes` (glibc's mallinfo2; allocator free = freed chunks, resident or already given back). After-delete figures are taken once the operator's cache is empty and its memory pass (every 10 s) has run."
     );
     Ok(())
 }

@@ -197,6 +197,11 @@ impl OperatorProcess {
         self.status_kib("VmRSS:") / 1024.0
     }
 
+    /// Anonymous resident memory now (heap, stacks; not the binary's pages), MiB.
+    pub fn anon_rss_mib(&self) -> f64 {
+        self.status_kib("RssAnon:") / 1024.0
+    }
+
     /// Peak resident memory since the process started, MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         self.status_kib("VmHWM:") / 1024.0
