@@ -252,7 +252,7 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
         return Ok(PlanReport { text: p.text });
     };
     let socket_owner = Owner::socket(&socket);
-    let socket_json = plugs::to_json("the Socket", &socket)?;
+    let socket_json = std::sync::Arc::new(plugs::to_json("the Socket", &socket)?);
     let parties = Parties {
         plug: &plug,
         socket: &socket,
