@@ -18,6 +18,7 @@ pub mod dev;
 pub mod egress;
 pub mod engine;
 pub mod health;
+pub mod heap;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

@@ -129,6 +129,8 @@ struct Families {
     guest_traps: Family<KindLabels, Counter>,
     apparatus_pods_running: Gauge,
     leader: Gauge,
+    heap: Family<StateLabels, Gauge>,
+    heap_releases: Counter,
 }
 
 impl Default for Families {
@@ -215,6 +217,19 @@ impl Default for Families {
             "1 while this process runs the controllers (leads, or leader election is off)",
             leader.clone(),
         );
+        let heap = Family::<StateLabels, Gauge>::default();
+        registry.register_with_unit(
+            "heap",
+            "The allocator's heap: in_use (live allocations) and free (freed, kept by the allocator for reuse); glibc only",
+            Unit::Bytes,
+            heap.clone(),
+        );
+        let heap_releases = Counter::default();
+        registry.register(
+            "heap_releases",
+            "Times the operator's memory pass gave the allocator's free pages back to the system",
+            heap_releases.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -230,6 +245,8 @@ impl Default for Families {
             guest_traps,
             apparatus_pods_running,
             leader,
+            heap,
+            heap_releases,
         }
     }
 }
@@ -404,6 +421,11 @@ impl Metrics {
         self.families.leader.set(i64::from(leader));
     }
 
+    /// Counts a release of free heap pages to the system.
+    pub fn heap_released(&self) {
+        self.families.heap_releases.inc();
+    }
+
     /// Whether the controllers' watches have listed everything once.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
@@ -463,6 +485,16 @@ impl Metrics {
         self.families
             .apparatus_pods_running
             .set(i64::try_from(running).unwrap_or(i64::MAX));
+        if let Some(heap) = crate::heap::stats() {
+            for (state, bytes) in [("in_use", heap.in_use), ("free", heap.free)] {
+                self.families
+                    .heap
+                    .get_or_create(&StateLabels {
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
     }
 }
 
@@ -494,6 +526,7 @@ mod tests {
         metrics.guest_trapped("timeout");
         metrics.event_suppressed();
         metrics.set_leader(true);
+        metrics.heap_released();
         let text = metrics.encode();
         for line in [
             "plugboard_reconciles_total{kind=\"Plug\"} 2",
@@ -508,8 +541,19 @@ mod tests {
             "plugboard_events_suppressed_total 1",
             "plugboard_apparatus_pods_running 0",
             "plugboard_leader 1",
+            "plugboard_heap_releases_total 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(
+                text.contains("plugboard_heap_bytes{state=\"in_use\"} "),
+                "{text}"
+            );
+            assert!(
+                text.contains("plugboard_heap_bytes{state=\"free\"} "),
+                "{text}"
+            );
         }
         assert_eq!(metrics.snapshot().wasm_compiles, 1);
         assert_eq!(metrics.snapshot().wasm_cache_loads, 1);

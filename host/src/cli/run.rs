@@ -206,6 +206,8 @@ fn egress_rules(entries: &[String]) -> anyhow::Result<Vec<plugboard::egress::Egr
 
 /// `plugboard run`: the operator on a runtime of its own, until SIGTERM or SIGINT.
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    // Before the runtime starts its threads: the allocator's arenas are set up per thread.
+    plugboard::heap::configure();
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     let result = runtime.block_on(run(args));
     // A WebAssembly call cut at the end of the grace period runs on a thread of its own until

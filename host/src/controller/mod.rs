@@ -13,14 +13,17 @@ mod error;
 mod fairness;
 mod guard;
 mod hooks;
+mod memory;
 pub mod objects;
 mod optin;
 mod plan;
 mod plug;
 mod pods;
+mod recorder;
 mod render;
 mod result;
 mod seed;
+mod shared;
 mod signatures;
 mod socket;
 mod sources;
@@ -233,7 +236,7 @@ pub struct Context {
     impersonated: tokio::sync::Mutex<HashMap<(String, String), Client>>,
     /// Kinds found by discovery, for acting on arbitrary objects.
     pub(crate) kinds: objects::KindCache,
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: recorder::EventRecorder,
     /// Token buckets that rate-limit Normal Events per object (see `spam`).
     pub(crate) event_filter: Mutex<spam::SpamFilter>,
     pub(crate) http: HttpApparatus,
@@ -266,6 +269,8 @@ pub struct Context {
     pub(crate) own_writes: cache::OwnWrites,
     /// When each steady Socket last reconciled (see `cache`).
     pub(crate) socket_throttle: cache::Throttle,
+    /// Each Socket version's JSON, shared by the reconciles using it (see `shared`).
+    pub(crate) socket_json: shared::SocketJson,
     /// The Sockets, from the operator's watch (none when planning: reads go to the API server).
     pub(crate) sockets: Option<Store<Socket>>,
     /// Namespaces' metadata, from the operator's watch when it watches every namespace (else
@@ -339,7 +344,7 @@ impl Context {
             .map_err(|e| Error::HttpSetup(e.to_string()))?,
         );
         Ok(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: recorder::EventRecorder::new(client.clone(), reporter),
             event_filter: Mutex::new(spam::SpamFilter::default()),
             client,
             base_config: config,
@@ -362,6 +367,7 @@ impl Context {
             verified: Default::default(),
             own_writes: cache::OwnWrites::default(),
             socket_throttle: cache::Throttle::default(),
+            socket_json: shared::SocketJson::default(),
             sockets: None,
             namespaces: None,
         })
@@ -874,6 +880,16 @@ pub async fn run(
         sockets,
         stopped(stop_rx.clone()),
     );
+    let memory_pass = {
+        let stop = stopped(stop_rx.clone());
+        let pass = memory::run(ctx.clone());
+        async move {
+            tokio::select! {
+                () = pass => {}
+                () = stop => {}
+            }
+        }
+    };
     let deferred_run = deferred_controller
         .graceful_shutdown_on(stopped(stop_rx))
         .run(
@@ -924,6 +940,7 @@ pub async fn run(
         pod_watch,
         reaper,
         synced,
+        memory_pass,
         trigger
     );
     metrics_of_run.set_synced(false);

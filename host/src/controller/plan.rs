@@ -252,7 +252,7 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
         return Ok(PlanReport { text: p.text });
     };
     let socket_owner = Owner::socket(&socket);
-    let socket_json = plugs::socket_json(&socket)?;
+    let socket_json = std::sync::Arc::new(plugs::socket_json(&socket)?);
     let parties = Parties {
         plug: &plug,
         socket: &socket,

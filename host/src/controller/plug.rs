@@ -395,7 +395,7 @@ async fn couple(
     };
     let socket_owner = Owner::socket(&socket);
     socket_owner.require_opt_in(ctx).await?;
-    let socket_json = socket_json(&socket)?;
+    let socket_json = ctx.socket_json.get(&socket)?;
     let parties = Parties {
         plug,
         socket: &socket,

@@ -106,8 +106,10 @@ impl Renderer<'_> {
 pub(crate) fn owner_only(owner: Owner<'_>, json: &Value) -> TemplateContext {
     let mut context = TemplateContext::default();
     match owner.side {
-        crate::apparatus::Side::Plug => context.plug = Some(json.clone()),
-        crate::apparatus::Side::Socket => context.socket = Some(json.clone()),
+        crate::apparatus::Side::Plug => context.plug = Some(std::sync::Arc::new(json.clone())),
+        crate::apparatus::Side::Socket => {
+            context.socket = Some(std::sync::Arc::new(json.clone()));
+        }
     }
     context
 }

@@ -37,7 +37,8 @@ pub(crate) struct Parties<'a> {
     pub(crate) plug: &'a Plug,
     pub(crate) socket: &'a Socket,
     pub(crate) plug_json: &'a Value,
-    pub(crate) socket_json: &'a Value,
+    /// Shared: with many Plugs coupled to the Socket it is large (see `shared`).
+    pub(crate) socket_json: &'a std::sync::Arc<Value>,
 }
 
 /// A side's identity: the spec fields it declares and where it lives.
@@ -381,7 +382,7 @@ async fn merged_result(
 /// The template context every template of a coupling starts from.
 pub(crate) fn base_context(parties: Parties<'_>, seed: Option<&Seed>) -> TemplateContext {
     TemplateContext {
-        plug: Some(parties.plug_json.clone()),
+        plug: Some(std::sync::Arc::new(parties.plug_json.clone())),
         socket: Some(parties.socket_json.clone()),
         coupling: seed.map(|s| s.coupling.clone()).or_else(|| {
             Some(crate::engine::resources::coupling_id(

@@ -30,6 +30,7 @@ mod message;
 mod password;
 
 use std::io;
+use std::sync::Arc;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -63,10 +64,10 @@ pub struct TemplateError {
 /// error that names them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TemplateContext {
-    /// The Plug object as JSON.
-    pub plug: Option<Value>,
-    /// The Socket object as JSON.
-    pub socket: Option<Value>,
+    /// The Plug object as JSON (shared: every template of a coupling sees the same).
+    pub plug: Option<Arc<Value>>,
+    /// The Socket object as JSON (shared; with many Plugs coupled it is large).
+    pub socket: Option<Arc<Value>>,
     /// The Plug's data.
     pub plug_data: Option<Values>,
     /// The Socket's data.
@@ -103,7 +104,7 @@ impl TemplateContext {
         let objects = [("plug", &self.plug), ("socket", &self.socket)];
         for (key, object) in objects {
             if let Some(object) = object {
-                out.insert(key.to_owned(), object.clone());
+                out.insert(key.to_owned(), Value::clone(object));
             }
         }
         let maps = [
@@ -266,7 +267,9 @@ mod tests {
             )
         };
         TemplateContext {
-            plug: Some(serde_json::json!({"metadata": {"name": "app", "namespace": "team"}})),
+            plug: Some(Arc::new(
+                serde_json::json!({"metadata": {"name": "app", "namespace": "team"}}),
+            )),
             socket_config: map(&[("host", "db.internal"), ("port", "5432")]),
             plug_config: map(&[("database", "orders")]),
             coupling: Some("team/app:infra/postgres".to_owned()),
@@ -299,8 +302,8 @@ mod tests {
     #[test]
     fn context_value_has_only_the_present_keys() {
         let full = TemplateContext {
-            plug: Some(Value::Null),
-            socket: Some(Value::Null),
+            plug: Some(Arc::new(Value::Null)),
+            socket: Some(Arc::new(Value::Null)),
             plug_data: Some(Values::new()),
             socket_data: Some(Values::new()),
             vars: Some(Values::new()),

@@ -80,7 +80,7 @@ pub(super) async fn decouple(
     }
     match socket {
         Some(socket) => {
-            let socket_json = socket_json(socket)?;
+            let socket_json = ctx.socket_json.get(socket)?;
             let parties = Parties {
                 plug,
                 socket,

@@ -190,8 +190,18 @@ struct ScaleRun {
     cpu_s: f64,
     idle_rss: f64,
     peak_rss: f64,
+    /// RSS when all were Ready.
+    ready_rss: f64,
+    /// The operator's live heap idle, when all were Ready and after the deletions (MiB).
+    heap_idle: f64,
+    heap_ready: f64,
+    heap_after_delete: f64,
+    /// Heap the allocator kept free after the deletions (MiB).
+    heap_free_after_delete: f64,
     delete_s: f64,
     rss_after_delete: f64,
+    /// Of which anonymous (heap, stacks), the rest being the binary's pages read in.
+    anon_rss_after_delete: f64,
     cpu_delete_s: f64,
     /// CPU seconds of the benchmark itself, the API server and etcd, first create to last Ready.
     others_cpu: procs::CpuSample,
@@ -216,6 +226,7 @@ async fn scale(
     let watch = PlugWatch::start(sc.api::<Plug>(&ns), &sc.run).await;
     let client = sc.client();
     let idle_rss = h.op.rss_mib();
+    let heap_idle = h.op.metrics().await?.heap_in_use;
     let before = apiserver::counts(&client).await?;
     let cpu0 = h.op.cpu_seconds();
     let others0 = control_plane.sample();
@@ -252,6 +263,8 @@ async fn scale(
     let others_cpu = control_plane.sample() - others0;
     let after = apiserver::counts(&client).await?;
     let peak_rss = h.op.peak_rss_mib();
+    let ready_rss = h.op.rss_mib();
+    let heap_ready = h.op.metrics().await?.heap_in_use;
 
     let events = sc.api::<Event>(&ns).list(&ListParams::default()).await?;
     // The warm-up Socket's Event is not a coupling's.
@@ -321,7 +334,41 @@ async fn scale(
         })
         .await?;
     }
+    // Measured once the operator's own cache has seen every Plug go (its finalizers are gone:
+    // the API server has deleted them), so its deletion work is done, and its periodic memory
+    // pass has run since, as it would in any operator left idle that long (at most 10 s).
+    let op = &h.op;
+    let releases = plugboard_tests::wait_for(
+        "the operator to see the Plugs go",
+        SCENARIO_DEADLINE,
+        || async {
+            let m = op.metrics().await.map_err(|e| e.to_string())?;
+            if m.plugs == 0.0 {
+                Ok(m.heap_releases)
+            } else {
+                Err(format!("{} Plugs in the operator's cache", m.plugs))
+            }
+        },
+    )
+    .await?;
+    if !heap_idle.is_nan() {
+        plugboard_tests::wait_for(
+            "the operator's memory pass",
+            Duration::from_secs(60),
+            || async {
+                let m = op.metrics().await.map_err(|e| e.to_string())?;
+                if m.heap_releases > releases {
+                    Ok(())
+                } else {
+                    Err(format!("{} releases", m.heap_releases))
+                }
+            },
+        )
+        .await?;
+    }
     let rss_after_delete = h.op.rss_mib();
+    let anon_rss_after_delete = h.op.anon_rss_mib();
+    let after = h.op.metrics().await?;
     drop(watch);
     h.finish().await;
     Ok(ScaleRun {
@@ -329,8 +376,14 @@ async fn scale(
         cpu_s,
         idle_rss,
         peak_rss,
+        ready_rss,
+        heap_idle,
+        heap_ready,
+        heap_after_delete: after.heap_in_use,
+        heap_free_after_delete: after.heap_free,
         delete_s,
         rss_after_delete,
+        anon_rss_after_delete,
         cpu_delete_s,
         others_cpu,
         event_objects,
@@ -349,9 +402,9 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
         sizes[0]
     );
     println!(
-        "| scenario | all Ready s | ratio | writes/coupling (Events aside) | Event writes/coupling | reads/coupling | Event objects / occurrences per coupling | CPU s operator / API server / etcd / bench | idle RSS MiB | peak RSS MiB | delete all s | RSS after delete MiB |"
+        "| scenario | all Ready s | ratio | writes/coupling (Events aside) | Event writes/coupling | reads/coupling | Event objects / occurrences per coupling | CPU s operator / API server / etcd / bench | delete all s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for ((shape, n), runs) in results {
         let ready = median_of(runs, |r| r.ready_s);
         let base = results
@@ -378,7 +431,7 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
                 .sum()
         });
         println!(
-            "| {n} {} | {ready:.1} | {:.1}× | {writes:.2} | {event_writes:.2} | {reads:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {n} {} | {ready:.1} | {:.1}× | {writes:.2} | {event_writes:.2} | {reads:.2} | {:.2} / {:.2} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} |",
             shape.label(),
             ready / base,
             median_of(runs, |r| r.event_objects) / *n as f64,
@@ -387,10 +440,29 @@ fn print_scale(results: &BTreeMap<(Shape, usize), Vec<ScaleRun>>, sizes: &[usize
             median_of(runs, |r| r.others_cpu.api_server),
             median_of(runs, |r| r.others_cpu.etcd),
             median_of(runs, |r| r.others_cpu.bench),
-            median_of(runs, |r| r.idle_rss),
-            median_of(runs, |r| r.peak_rss),
             median_of(runs, |r| r.delete_s),
+        );
+    }
+    println!(
+        "\n## Operator memory, MiB (medians; RSS from /proc, live heap and allocator-kept free heap from its /metrics)\n"
+    );
+    println!(
+        "| scenario | RSS idle | RSS all Ready | peak RSS | RSS after delete (anonymous) | heap idle | heap all Ready | heap after delete | allocator free after delete |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for ((shape, n), runs) in results {
+        println!(
+            "| {n} {} | {:.1} | {:.1} | {:.1} | {:.1} ({:.1}) | {:.1} | {:.1} | {:.1} | {:.1} |",
+            shape.label(),
+            median_of(runs, |r| r.idle_rss),
+            median_of(runs, |r| r.ready_rss),
+            median_of(runs, |r| r.peak_rss),
             median_of(runs, |r| r.rss_after_delete),
+            median_of(runs, |r| r.anon_rss_after_delete),
+            median_of(runs, |r| r.heap_idle),
+            median_of(runs, |r| r.heap_ready),
+            median_of(runs, |r| r.heap_after_delete),
+            median_of(runs, |r| r.heap_free_after_delete),
         );
     }
     println!(
@@ -534,7 +606,7 @@ async fn main() -> Result<(), BoxError> {
                 for shape in [Shape::OneSocket, Shape::Pairs] {
                     let r = scale(&bin, &control_plane, shape, n).await?;
                     eprintln!(
-                        "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s (API server {:.1}, etcd {:.1}, bench {:.1}), peak RSS {:.1} MiB, deleted in {:.1} s, RSS after {:.1} MiB",
+                        "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s (API server {:.1}, etcd {:.1}, bench {:.1}), peak RSS {:.1} MiB (heap {:.1}), deleted in {:.1} s, RSS after {:.1} MiB (heap {:.1}, free {:.1})",
                         shape.label(),
                         r.ready_s,
                         r.cpu_s,
@@ -542,8 +614,11 @@ async fn main() -> Result<(), BoxError> {
                         r.others_cpu.etcd,
                         r.others_cpu.bench,
                         r.peak_rss,
+                        r.heap_ready,
                         r.delete_s,
-                        r.rss_after_delete
+                        r.rss_after_delete,
+                        r.heap_after_delete,
+                        r.heap_free_after_delete
                     );
                     results.entry((shape, n)).or_default().push(r);
                 }
@@ -552,7 +627,7 @@ async fn main() -> Result<(), BoxError> {
         print_scale(&results, &args.sizes);
     }
     println!(
-        "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak)."
+        "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak; anonymous = RssAnon, the rest is the binary's pages); heap from its `plugboard_heap_bytes` (glibc's mallinfo2; allocator free = freed chunks, resident or already given back). After-delete figures are taken once the operator's cache is empty and its memory pass (every 10 s) has run."
     );
     Ok(())
 }

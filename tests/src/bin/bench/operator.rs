@@ -2,8 +2,11 @@
 //! built by this crate) run as a process of its own, so that its CPU time and resident memory,
 //! read from `/proc`, count nothing of the benchmark's own work.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use kube::config::{AuthInfo, Kubeconfig};
 use plugboard_tests::scenario::{Scenario, TEST_LABEL};
@@ -46,6 +49,59 @@ pub fn binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
 pub struct OperatorProcess {
     child: tokio::process::Child,
     pid: u32,
+    /// Where it serves `/metrics`.
+    metrics: SocketAddr,
+}
+
+/// The operator's own figures from its `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OperatorMetrics {
+    /// Plugs in its cache (the sum of `plugboard_couplings`).
+    pub plugs: f64,
+    /// Live heap, MiB (`plugboard_heap_bytes{state="in_use"}`; NaN where not reported).
+    pub heap_in_use: f64,
+    /// Heap freed but kept by the allocator, MiB (`state="free"`).
+    pub heap_free: f64,
+    /// Times its memory pass gave free heap back (`plugboard_heap_releases_total`).
+    pub heap_releases: f64,
+}
+
+impl OperatorMetrics {
+    fn parse(text: &str) -> Self {
+        let mut out = Self {
+            plugs: 0.0,
+            heap_in_use: f64::NAN,
+            heap_free: f64::NAN,
+            heap_releases: 0.0,
+        };
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if series.starts_with("plugboard_couplings{") {
+                out.plugs += value;
+            } else if series == "plugboard_heap_bytes{state=\"in_use\"}" {
+                out.heap_in_use = value / MIB;
+            } else if series == "plugboard_heap_bytes{state=\"free\"}" {
+                out.heap_free = value / MIB;
+            } else if series == "plugboard_heap_releases_total" {
+                out.heap_releases = value;
+            }
+        }
+        out
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A loopback port free now, for the operator's health and metrics server.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A kubeconfig for the scenario's operator ServiceAccount (the chart's RBAC).
@@ -75,6 +131,7 @@ impl OperatorProcess {
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let log = std::fs::File::create(state.join("operator.log"))?;
         let err = log.try_clone()?;
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let child = tokio::process::Command::new(bin)
             .arg("run")
             .args(["--selector", &format!("{TEST_LABEL}={}", sc.run)])
@@ -84,6 +141,7 @@ impl OperatorProcess {
             .arg(state.join("cache"))
             .arg("--cache-key-file")
             .arg(state.join("key").join("cache.key"))
+            .args(["--health-addr", &metrics.to_string()])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -98,7 +156,11 @@ impl OperatorProcess {
             .kill_on_drop(true)
             .spawn()?;
         let pid = child.id().ok_or("the operator exited at once")?;
-        Ok(Self { child, pid })
+        Ok(Self {
+            child,
+            pid,
+            metrics,
+        })
     }
 
     /// User + system CPU seconds so far.
@@ -122,9 +184,29 @@ impl OperatorProcess {
         self.status_kib("VmRSS:") / 1024.0
     }
 
+    /// Anonymous resident memory now (heap, stacks; not the binary's pages), MiB.
+    pub fn anon_rss_mib(&self) -> f64 {
+        self.status_kib("RssAnon:") / 1024.0
+    }
+
     /// Peak resident memory since the process started, MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         self.status_kib("VmHWM:") / 1024.0
+    }
+
+    /// The operator's `/metrics` now (a plain HTTP/1.0 request to its health server).
+    pub async fn metrics(&self) -> Result<OperatorMetrics, Box<dyn std::error::Error>> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .ok_or("the operator's /metrics answer has no body")?;
+        Ok(OperatorMetrics::parse(body))
     }
 
     /// Stops the process (SIGKILL: nothing of its shutdown is measured).
