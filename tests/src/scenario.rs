@@ -368,7 +368,7 @@ impl Scenario {
     {
         let api = self.api::<K>(ns);
         let probe = &probe;
-        wait_for(what, DEADLINE, || {
+        let found = wait_for(what, DEADLINE, || {
             let api = api.clone();
             async move {
                 let obj = api.get_opt(name).await.map_err(|e| e.to_string())?;
@@ -379,8 +379,32 @@ impl Scenario {
                 }
             }
         })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .await;
+        match found {
+            Ok(obj) => obj,
+            Err(e) => panic!("{e}\nEvents in {ns}:\n{}", self.events_text(ns).await),
+        }
+    }
+
+    /// The Events of namespace `ns`, one line each (what the operator said while a wait ran out).
+    pub async fn events_text(&self, ns: &str) -> String {
+        match self.api::<Event>(ns).list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .map(|e| {
+                    format!(
+                        "  {} {} {}: {}",
+                        e.type_.as_deref().unwrap_or_default(),
+                        e.involved_object.name.as_deref().unwrap_or_default(),
+                        e.reason.as_deref().unwrap_or_default(),
+                        e.message.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(error) => format!("  (could not list them: {error})"),
+        }
     }
 
     /// Waits until a Plug is Ready and returns it.
