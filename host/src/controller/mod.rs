@@ -237,8 +237,6 @@ pub struct Context {
     /// Kinds found by discovery, for acting on arbitrary objects.
     pub(crate) kinds: objects::KindCache,
     pub(crate) recorder: recorder::EventRecorder,
-    /// Token buckets that rate-limit Normal Events per object (see `spam`).
-    pub(crate) event_filter: Mutex<spam::SpamFilter>,
     pub(crate) http: HttpApparatus,
     /// Apparatus pods in use, by owner.
     pub(crate) pods: pods::PodManager,
@@ -345,7 +343,6 @@ impl Context {
         );
         Ok(Context {
             recorder: recorder::EventRecorder::new(client.clone(), reporter),
-            event_filter: Mutex::new(spam::SpamFilter::default()),
             client,
             base_config: config,
             impersonated: tokio::sync::Mutex::new(HashMap::new()),

@@ -64,6 +64,19 @@ pub(crate) struct EventRecorder {
     client: kube::Client,
     reporter: Reporter,
     cache: Arc<Mutex<Cache>>,
+    /// How many Normal Events each object may still get (see `spam`); Warnings always go out.
+    filter: Arc<Mutex<super::spam::SpamFilter>>,
+}
+
+/// What [`EventRecorder::publish`] sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// A new Event object.
+    Created,
+    /// The next occurrence of an Event published within the window (a series patch).
+    Repeated,
+    /// Nothing: a Normal Event about an object that already had its share.
+    Suppressed,
 }
 
 impl std::fmt::Debug for EventRecorder {
@@ -123,6 +136,7 @@ impl EventRecorder {
             client,
             reporter,
             cache: Arc::default(),
+            filter: Arc::default(),
         }
     }
 
@@ -138,12 +152,21 @@ impl EventRecorder {
     }
 
     /// Publishes `ev` about `regarding`: a new Event, or the next occurrence of the same one
-    /// published within the window.
+    /// published within the window; a Normal Event only while its object has tokens left.
     pub(crate) async fn publish(
         &self,
         ev: &Event,
         regarding: &ObjectReference,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<Sent, kube::Error> {
+        if ev.type_ == EventType::Normal
+            && !self
+                .filter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .allow(&super::spam::key(regarding), std::time::Instant::now())
+        {
+            return Ok(Sent::Suppressed);
+        }
         let now = Timestamp::now();
         let key = key(ev, regarding);
         let repeat = {
@@ -157,23 +180,26 @@ impl EventRecorder {
                 .filter(|p| p.last + SERIES_WINDOW > now)
                 .cloned()
         };
-        let published = match repeat {
+        let (published, sent) = match repeat {
             Some(p) => match self.add_occurrence(&p, now).await {
-                Ok(()) => Published {
-                    count: p.count.saturating_add(1),
-                    last: now,
-                    ..p
-                },
+                Ok(()) => (
+                    Published {
+                        count: p.count.saturating_add(1),
+                        last: now,
+                        ..p
+                    },
+                    Sent::Repeated,
+                ),
                 // The Event is gone (expired on the API server, or deleted): start a new one.
                 Err(kube::Error::Api(status)) if status.is_not_found() => {
-                    self.create(ev, regarding, now).await?
+                    (self.create(ev, regarding, now).await?, Sent::Created)
                 }
                 Err(error) => return Err(error),
             },
-            None => self.create(ev, regarding, now).await?,
+            None => (self.create(ev, regarding, now).await?, Sent::Created),
         };
         self.cache().events.insert(key, published);
-        Ok(())
+        Ok(sent)
     }
 
     async fn add_occurrence(&self, p: &Published, now: Timestamp) -> Result<(), kube::Error> {

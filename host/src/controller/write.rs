@@ -181,25 +181,23 @@ pub(crate) async fn event<K: Resource<DynamicType = ()>>(
         // Normal Events have one note per reason and object: without the resource version,
         // repeats fold into one Event with a count (a series), as Kubernetes aggregates them.
         reference.resource_version = None;
-        // And each object gets so many of them (see `spam`); Warning Events always go out.
-        let allowed = ctx
-            .event_filter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .allow(&super::spam::key(&reference), std::time::Instant::now());
-        if !allowed {
+    }
+    match ctx.recorder.publish(&event, &reference).await {
+        Ok(super::recorder::Sent::Suppressed) => {
             ctx.metrics.event_suppressed();
             tracing::debug!(
                 reason,
                 "Normal Event suppressed: too many about this object"
             );
-            return;
         }
-    }
-    match ctx.recorder.publish(&event, &reference).await {
-        Ok(()) => {
+        Ok(sent) => {
             Metrics::inc(&ctx.metrics.events);
-            ctx.metrics.api_write("create", "events");
+            let verb = if sent == super::recorder::Sent::Repeated {
+                "patch"
+            } else {
+                "create"
+            };
+            ctx.metrics.api_write(verb, "events");
         }
         Err(error) => tracing::warn!(%error, reason, "failed to publish an Event"),
     }
