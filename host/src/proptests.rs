@@ -325,10 +325,18 @@ proptest! {
         created in any::<bool>(),
         coupled_to in prop::option::of(prop_oneof![Just("a".to_owned()), Just("b".to_owned())]),
         socket in socket_state(),
+        fresh in any::<bool>(),
     ) {
-        let observed = Observed { created, coupled_to: coupled_to.clone(), socket: socket.clone() };
+        let observed = Observed { created, coupled_to: coupled_to.clone(), socket: socket.clone(), fresh };
         let before = lifecycle::before_configs(&observed);
-        prop_assert_eq!(before.run_created, !created);
+        // Holding back only ever happens before anything ran, and runs nothing.
+        if before.settle {
+            prop_assert!(fresh && !created && coupled_to.is_none());
+            prop_assert!(!before.run_created && !before.decouple);
+            prop_assert!(before.wait.is_some());
+        } else {
+            prop_assert_eq!(before.run_created, !created);
+        }
         let keeps = match &socket {
             SocketState::Ready { uid, admission: Admission::Admitted } | SocketState::Faulty { uid, .. } => {
                 coupled_to.as_deref() == Some(uid.as_str())

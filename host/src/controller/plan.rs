@@ -205,6 +205,8 @@ async fn plan_with(ctx: &Context, mut plug: Plug) -> Result<PlanReport, Error> {
         created: status.created,
         coupled_to: status.coupled_socket.as_ref().map(|c| c.uid.clone()),
         socket: state,
+        // A plan says what a pass would do once the Socket is set up.
+        fresh: false,
     });
     let plug_json = plugs::to_json("the Plug", &plug)?;
     if before.run_created {

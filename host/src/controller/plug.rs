@@ -36,9 +36,22 @@ struct Outcome {
     action: Action,
     /// A Warning Event to publish when this outcome is new.
     warning: Option<(&'static str, String)>,
+    /// Nothing to write: the pass did nothing (see [`Outcome::settling`]).
+    quiet: bool,
 }
 
 impl Outcome {
+    /// A fresh Plug lets its Socket be set up; looked at again when the Socket changes, or
+    /// after `after` at the latest.
+    fn settling(after: std::time::Duration) -> Self {
+        Outcome {
+            conditions: Vec::new(),
+            action: requeue(after),
+            warning: None,
+            quiet: true,
+        }
+    }
+
     fn ready(message: String) -> Self {
         Outcome {
             conditions: vec![
@@ -47,6 +60,7 @@ impl Outcome {
             ],
             action: Action::await_change(),
             warning: None,
+            quiet: false,
         }
     }
 
@@ -59,6 +73,7 @@ impl Outcome {
             ],
             action: Action::await_change(),
             warning: None,
+            quiet: false,
         }
     }
 
@@ -72,6 +87,7 @@ impl Outcome {
             ],
             action: requeue(after),
             warning: None,
+            quiet: false,
         }
     }
 
@@ -86,6 +102,7 @@ impl Outcome {
             ],
             action,
             warning: Some((reason, message)),
+            quiet: false,
         }
     }
 
@@ -101,6 +118,7 @@ impl Outcome {
             ],
             action,
             warning: None,
+            quiet: false,
         }
     }
 
@@ -134,6 +152,20 @@ impl Outcome {
         };
         Outcome::stalled(error.reason(), error.message(), action)
     }
+}
+
+/// How much of [`lifecycle::SETTLE`] a Plug with no status yet has left, by its creation
+/// time; `None` for a Plug that has a status, is older, or whose creation time is ahead of this
+/// clock (so a skewed clock never holds a Plug back longer).
+fn settle_left(plug: &Plug) -> Option<std::time::Duration> {
+    if plug.status.is_some() {
+        return None;
+    }
+    let created = plug.metadata.creation_timestamp.as_ref()?.0;
+    let age = std::time::Duration::try_from(Timestamp::now().duration_since(created)).ok()?;
+    lifecycle::SETTLE
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
 }
 
 fn now() -> Time {
@@ -267,7 +299,9 @@ async fn finish(
             write::event(ctx, plug, true, reason, message.clone()).await;
         }
     }
-    writer.write(ctx, status, &outcome.conditions).await?;
+    if !outcome.quiet || writer.unsaved {
+        writer.write(ctx, status, &outcome.conditions).await?;
+    }
     Ok(outcome.action)
 }
 
@@ -318,7 +352,13 @@ async fn couple(
             .or(status.coupling_socket.as_ref())
             .map(|c| c.uid.clone()),
         socket: state,
+        fresh: settle_left(plug).is_some(),
     });
+    if before.settle {
+        let left = settle_left(plug).unwrap_or(lifecycle::SETTLE);
+        tracing::debug!(?left, "waiting for the Socket to be set up");
+        return Ok(Outcome::settling(left));
+    }
 
     if before.run_created {
         let inputs = HookInputs {

@@ -45,6 +45,10 @@ pub enum SocketState {
     },
 }
 
+/// How long a new Plug lets the Socket it names be set up (appear in the operator's cache and
+/// run its `created` hooks) before it runs its own `created` hooks and says it waits.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a Plug reconcile observed, as plain values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
@@ -54,6 +58,8 @@ pub struct Observed {
     pub coupled_to: Option<String>,
     /// The Socket the Plug names.
     pub socket: SocketState,
+    /// The Plug has no status yet and was created less than [`SETTLE`] ago.
+    pub fresh: bool,
 }
 
 /// Why a Plug waits instead of coupling.
@@ -82,6 +88,12 @@ pub struct Before {
     pub decouple: bool,
     /// Wait (after the steps above) instead of coupling.
     pub wait: Option<Wait>,
+    /// Do nothing yet, not even the steps above: a fresh Plug whose Socket is being set up
+    /// (not seen yet, or running its `created` hooks without a failure) lets it finish, then
+    /// runs its `created` and `coupled` hooks in one pass with one status write, instead of
+    /// writing a waiting status first. The wait ends when the Socket changes or after
+    /// [`SETTLE`], whichever comes first.
+    pub settle: bool,
 }
 
 /// Decides the steps that come before configs.
@@ -109,10 +121,18 @@ pub fn before_configs(observed: &Observed) -> Before {
             }
         }
     };
+    let settle = observed.fresh
+        && !observed.created
+        && observed.coupled_to.is_none()
+        && matches!(
+            observed.socket,
+            SocketState::Missing | SocketState::NotCreated { fault: None }
+        );
     Before {
-        run_created: !observed.created,
+        run_created: !observed.created && !settle,
         decouple: observed.coupled_to.is_some() && !still_coupled,
         wait,
+        settle,
     }
 }
 
@@ -205,6 +225,7 @@ mod tests {
                 created,
                 coupled_to: coupled_to.map(str::to_owned),
                 socket: socket.clone(),
+                fresh: false,
             };
             let before = before_configs(&observed);
             assert_eq!(
@@ -212,6 +233,46 @@ mod tests {
                 (run_created, decouple, waits),
                 "{observed:?}"
             );
+            assert!(!before.settle, "{observed:?}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_plug_lets_its_socket_be_set_up_first() {
+        let fault = Some(("HookFailed".to_owned(), "created failed".to_owned()));
+        // (socket, settles)
+        let cases = [
+            (SocketState::Missing, true),
+            (SocketState::NotCreated { fault: None }, true),
+            // A Socket that says why it is not ready, or is going: no reason to hold back.
+            (SocketState::NotCreated { fault }, false),
+            (SocketState::Deleting, false),
+            (faulty("s1"), false),
+            (ready("s1"), false),
+            (refused(), false),
+        ];
+        for (socket, settles) in cases {
+            let observed = Observed {
+                created: false,
+                coupled_to: None,
+                socket,
+                fresh: true,
+            };
+            let before = before_configs(&observed);
+            assert_eq!(before.settle, settles, "{observed:?}");
+            // Nothing runs while it settles; otherwise `created` runs first as always.
+            assert_eq!(before.run_created, !settles, "{observed:?}");
+            assert!(!before.decouple, "{observed:?}");
+        }
+        // Only a Plug that has done nothing yet holds back.
+        for (created, coupled_to) in [(true, None), (true, Some("s0".to_owned()))] {
+            let observed = Observed {
+                created,
+                coupled_to,
+                socket: SocketState::Missing,
+                fresh: true,
+            };
+            assert!(!before_configs(&observed).settle, "{observed:?}");
         }
     }
 
@@ -227,6 +288,7 @@ mod tests {
             socket: SocketState::NotCreated {
                 fault: fault.clone(),
             },
+            fresh: false,
         };
         assert_eq!(
             before_configs(&observed).wait,
@@ -236,6 +298,7 @@ mod tests {
             created: true,
             coupled_to: None,
             socket: refused(),
+            fresh: false,
         };
         assert_eq!(
             before_configs(&observed).wait,
