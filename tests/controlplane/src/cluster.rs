@@ -448,6 +448,7 @@ fn apiserver_args(dir: &Path, pki: &Pki, etcd_port: u16, api_port: u16) -> Vec<S
         "--endpoint-reconciler-type=none".to_owned(),
         "--allow-privileged=true".to_owned(),
         "--enable-priority-and-fairness=false".to_owned(),
-        "--profiling=false".to_owned(),
+        // `/debug/pprof` (cluster-admin only) for the benchmark's profile of the API server.
+        "--profiling=true".to_owned(),
     ]
 }

@@ -13,11 +13,17 @@
 //! cargo run --release -p plugboard-tests --bin bench -- [--runs N] [--sizes 100,1000] [--samples N] [--no-wasm]
 //! ```
 //!
+//! It ends with the WebAssembly call figures of `wasm-bench` (same runs; `--wasm-calls N` calls
+//! per run, 0 or `--no-wasm` to leave them out). `--shape pairs` runs one shape of the scaling
+//! scenarios only; `--apiserver-profile DIR` saves a CPU profile of the API server taken during
+//! those of the largest size.
+//!
 //! A benchmark, not a test: it asserts nothing about speed.
 
 mod apiserver;
 mod operator;
 mod procs;
+mod profile;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -65,6 +71,20 @@ struct Args {
     /// Leave out the scaling scenarios.
     #[arg(long)]
     no_scale: bool,
+    /// Only this shape of the scaling scenarios: `one-socket` or `pairs`.
+    #[arg(long)]
+    shape: Option<Shape>,
+    /// Save a CPU profile of the API server (pprof) taken during each scaling scenario of
+    /// the largest size in this folder; read it with `go tool pprof -top FILE`.
+    #[arg(long)]
+    apiserver_profile: Option<std::path::PathBuf>,
+    /// Length of the API server profile, from the first create.
+    #[arg(long, default_value_t = 15)]
+    profile_seconds: u64,
+    /// Hook calls per run of the WebAssembly call benchmark (`wasm-bench`), the last section;
+    /// 0 leaves it out.
+    #[arg(long, default_value_t = 2000)]
+    wasm_calls: usize,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -168,7 +188,7 @@ async fn latency(
     Ok((percentile(&times, 0.5), percentile(&times, 0.95)))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Shape {
     OneSocket,
     Pairs,
@@ -179,6 +199,13 @@ impl Shape {
         match self {
             Shape::OneSocket => "Plugs on one Socket",
             Shape::Pairs => "Plug/Socket pairs",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Shape::OneSocket => "one-socket",
+            Shape::Pairs => "pairs",
         }
     }
 }
@@ -216,6 +243,7 @@ async fn scale(
     control_plane: &procs::ControlPlane,
     shape: Shape,
     n: usize,
+    profile: Option<(u64, std::path::PathBuf)>,
 ) -> Result<ScaleRun, BoxError> {
     let h = Harness::start(bin, "bench-scale", &[]).await?;
     let ns = h.ns();
@@ -230,6 +258,8 @@ async fn scale(
     let before = apiserver::counts(&client).await?;
     let cpu0 = h.op.cpu_seconds();
     let others0 = control_plane.sample();
+    let profile =
+        profile.map(|(seconds, path)| profile::Profile::start(client.clone(), seconds, path));
     let t0 = Instant::now();
     let names: Vec<usize> = (0..n).collect();
     let ns_ref = ns.as_str();
@@ -265,6 +295,9 @@ async fn scale(
     let peak_rss = h.op.peak_rss_mib();
     let ready_rss = h.op.rss_mib();
     let heap_ready = h.op.metrics().await?.heap_in_use;
+    if let Some(profile) = profile {
+        profile.save().await;
+    }
 
     let events = sc.api::<Event>(&ns).list(&ListParams::default()).await?;
     // The warm-up Socket's Event is not a coupling's.
@@ -601,10 +634,25 @@ async fn main() -> Result<(), BoxError> {
             );
         }
         let mut results: BTreeMap<(Shape, usize), Vec<ScaleRun>> = BTreeMap::new();
+        let largest = args.sizes.iter().copied().max().unwrap_or_default();
+        if let Some(dir) = &args.apiserver_profile {
+            std::fs::create_dir_all(dir)?;
+        }
         for run in 0..args.runs {
             for &n in &args.sizes {
                 for shape in [Shape::OneSocket, Shape::Pairs] {
-                    let r = scale(&bin, &control_plane, shape, n).await?;
+                    if args.shape.is_some_and(|s| s != shape) {
+                        continue;
+                    }
+                    let profile = args
+                        .apiserver_profile
+                        .as_ref()
+                        .filter(|_| n == largest)
+                        .map(|dir| {
+                            let file = format!("apiserver-{}-{n}-run{run}.pprof", shape.slug());
+                            (args.profile_seconds, dir.join(file))
+                        });
+                    let r = scale(&bin, &control_plane, shape, n, profile).await?;
                     eprintln!(
                         "bench: run {run}: {n} {}: all Ready in {:.1} s, CPU {:.1} s (API server {:.1}, etcd {:.1}, bench {:.1}), peak RSS {:.1} MiB (heap {:.1}), deleted in {:.1} s, RSS after {:.1} MiB (heap {:.1}, free {:.1})",
                         shape.label(),
@@ -629,5 +677,15 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "\noperator: `plugboard run` as a separate process with its default options; CPU and RSS from /proc (VmHWM = peak; anonymous = RssAnon, the rest is the binary's pages); heap from its `plugboard_heap_bytes` (glibc's mallinfo2; allocator free = freed chunks, resident or already given back). After-delete figures are taken once the operator's cache is empty and its memory pass (every 10 s) has run."
     );
+    if !args.no_wasm && args.wasm_calls > 0 {
+        // The WebAssembly call path in-process, against a loopback HTTP call of the same run.
+        let wasm_bench = operator::sibling("wasm-bench")?;
+        let status = std::process::Command::new(wasm_bench)
+            .args([args.runs.to_string(), args.wasm_calls.to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("wasm-bench failed: {status}").into());
+        }
+    }
     Ok(())
 }

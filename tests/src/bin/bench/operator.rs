@@ -14,27 +14,27 @@ use plugboard_tests::scenario::{Scenario, TEST_LABEL};
 /// Builds `plugboard-operator` in the benchmark's own profile (cargo does not rebuild a
 /// sibling binary on `cargo run --bin bench`) and returns its path.
 pub fn binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    sibling("plugboard-operator")
+}
+
+/// Builds this crate's binary `name` in the benchmark's own profile when run through cargo,
+/// and returns its path beside the benchmark's.
+pub fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "plugboard-tests",
-            "--bin",
-            "plugboard-operator",
-        ]);
+        cmd.args(["build", "-p", "plugboard-tests", "--bin", name]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
         let status = cmd.status()?;
         if !status.success() {
-            return Err(format!("building plugboard-operator failed: {status}").into());
+            return Err(format!("building {name} failed: {status}").into());
         }
     }
     let path = std::env::current_exe()?
         .parent()
         .ok_or("the benchmark binary has no folder")?
-        .join("plugboard-operator");
+        .join(name);
     if !path.exists() {
         return Err(format!(
             "{} is missing: run the benchmark through `cargo run` or build it first",
