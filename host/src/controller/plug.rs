@@ -154,18 +154,16 @@ impl Outcome {
     }
 }
 
-/// How much of [`lifecycle::SETTLE`] a Plug with no status yet has left, by its creation
-/// time; `None` for a Plug that has a status, is older, or whose creation time is ahead of this
-/// clock (so a skewed clock never holds a Plug back longer).
-fn settle_left(plug: &Plug) -> Option<std::time::Duration> {
+/// How much of `window` (see [`lifecycle::settle_window`]) a Plug with no status yet has left,
+/// by its creation time; `None` for a Plug that has a status, is older, or whose creation time
+/// is ahead of this clock (so a skewed clock never holds a Plug back longer).
+fn settle_left(plug: &Plug, window: std::time::Duration) -> Option<std::time::Duration> {
     if plug.status.is_some() {
         return None;
     }
     let created = plug.metadata.creation_timestamp.as_ref()?.0;
     let age = std::time::Duration::try_from(Timestamp::now().duration_since(created)).ok()?;
-    lifecycle::SETTLE
-        .checked_sub(age)
-        .filter(|left| !left.is_zero())
+    window.checked_sub(age).filter(|left| !left.is_zero())
 }
 
 fn now() -> Time {
@@ -247,7 +245,9 @@ pub(crate) async fn reconcile(plug: Arc<Plug>, ctx: Arc<Context>) -> Result<Acti
         name = plug.name_any()
     );
     let metrics = ctx.metrics.clone();
-    let result = reconcile_inner(plug, ctx).instrument(span).await;
+    let result = super::wasm::pass(reconcile_inner(plug, ctx))
+        .instrument(span)
+        .await;
     Metrics::inc(&metrics.plug_reconciles);
     result
 }
@@ -341,6 +341,7 @@ async fn couple(
     let socket =
         super::socket(ctx, key.namespace.as_deref().unwrap_or_default(), &key.name).await?;
     let state = socket_state(ctx, plug, socket.as_deref()).await?;
+    let settle_left = settle_left(plug, lifecycle::settle_window(&state));
     // Plan: what comes before configs.
     let before = lifecycle::before_configs(&Observed {
         created: status.created,
@@ -352,10 +353,10 @@ async fn couple(
             .or(status.coupling_socket.as_ref())
             .map(|c| c.uid.clone()),
         socket: state,
-        fresh: settle_left(plug).is_some(),
+        fresh: settle_left.is_some(),
     });
     if before.settle {
-        let left = settle_left(plug).unwrap_or(lifecycle::SETTLE);
+        let left = settle_left.unwrap_or(lifecycle::SETTLE);
         tracing::debug!(?left, "waiting for the Socket to be set up");
         return Ok(Outcome::settling(left));
     }

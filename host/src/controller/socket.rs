@@ -118,7 +118,9 @@ pub(crate) async fn reconcile(socket: Arc<Socket>, ctx: Arc<Context>) -> Result<
         name = socket.name_any()
     );
     let metrics = ctx.metrics.clone();
-    let result = reconcile_inner(socket, ctx).instrument(span).await;
+    let result = super::wasm::pass(reconcile_inner(socket, ctx))
+        .instrument(span)
+        .await;
     Metrics::inc(&metrics.socket_reconciles);
     result
 }

@@ -2,13 +2,17 @@
 //! ServiceAccount), the component (fetched from OCI by digest, content-addressed, compiled once
 //! per digest and engine), its limits and what it may reach.
 //!
-//! A tag is resolved again on every call, so a new digest pushed under the same tag takes
-//! effect on the next hook without a restart; a pinned digest needs no network once cached.
+//! A tag is resolved again on every reconcile pass (once per side and image within a pass, so
+//! the `created`, `config` and `coupled` hooks of one pass run the same component and ask the
+//! registry once), so a new digest pushed under the same tag takes effect on the next pass
+//! without a restart; a pinned digest needs no network once cached.
 //! When the registry cannot be reached (or the side is being deleted and its image cannot be
 //! resolved for any reason), the component whose digest the side's status recorded runs from
 //! the cache instead, so an outage neither flips healthy couplings nor blocks deletions.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::sources::{Owner, read_secret};
 use super::{Context, Error};
@@ -27,6 +31,21 @@ pub(crate) struct ResolvedWasm {
     /// Set when the image could not be resolved and the component the status recorded ran
     /// instead: why, to say in a condition when hooks run.
     pub(crate) stale: Option<String>,
+}
+
+/// Components fetched during one reconcile pass, by side, owner and image.
+#[derive(Default)]
+struct PassFetches(
+    Mutex<HashMap<(crate::apparatus::Side, String, String, String), crate::oci::Fetched>>,
+);
+
+tokio::task_local! {
+    static PASS: PassFetches;
+}
+
+/// Runs one reconcile pass: within it, each side's image is fetched (its tag resolved) once.
+pub(crate) async fn pass<F: Future>(f: F) -> F::Output {
+    PASS.scope(PassFetches::default(), f).await
 }
 
 /// Key of the pull secret's Docker config.
@@ -132,6 +151,45 @@ async fn fallback(
 
 /// Reads the pull secrets and fetches the image.
 async fn fetch(
+    ctx: &Context,
+    owner: Owner<'_>,
+    wasm: &WasmApparatus,
+) -> Result<crate::oci::Fetched, Error> {
+    let key = (
+        owner.side,
+        owner.namespace.to_owned(),
+        owner.name.to_owned(),
+        wasm.image.clone(),
+    );
+    let earlier = PASS
+        .try_with(|fetches| {
+            fetches
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .cloned()
+        })
+        .ok()
+        .flatten();
+    if let Some(fetched) = earlier {
+        return Ok(fetched);
+    }
+    let fetched = fetch_now(ctx, owner, wasm).await?;
+    // Outside a pass (no scope) nothing is kept.
+    let _ = PASS.try_with(|fetches| {
+        fetches
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, fetched.clone())
+    });
+    Ok(fetched)
+}
+
+/// [`fetch`] without the pass's memory: reads the pull secrets, asks the registry, checks
+/// the signature.
+async fn fetch_now(
     ctx: &Context,
     owner: Owner<'_>,
     wasm: &WasmApparatus,

@@ -45,9 +45,23 @@ pub enum SocketState {
     },
 }
 
-/// How long a new Plug lets the Socket it names be set up (appear in the operator's cache and
-/// run its `created` hooks) before it runs its own `created` hooks and says it waits.
+/// How long a new Plug lets the Socket it names appear in the operator's cache before it runs
+/// its own `created` hooks and says it waits.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a new Plug lets a Socket that is there but has not recorded its `created` hooks
+/// yet (and reports no failure) finish them: a busy operator may take seconds to get to it.
+pub const SETTLE_SETUP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a new Plug with no status may hold back for a Socket in `socket`'s state (see
+/// [`Before::settle`]): zero unless the Socket is missing or being set up.
+pub fn settle_window(socket: &SocketState) -> std::time::Duration {
+    match socket {
+        SocketState::Missing => SETTLE,
+        SocketState::NotCreated { fault: None } => SETTLE_SETUP,
+        _ => std::time::Duration::ZERO,
+    }
+}
 
 /// What a Plug reconcile observed, as plain values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +72,7 @@ pub struct Observed {
     pub coupled_to: Option<String>,
     /// The Socket the Plug names.
     pub socket: SocketState,
-    /// The Plug has no status yet and was created less than [`SETTLE`] ago.
+    /// The Plug has no status yet and is younger than the [`settle_window`] of `socket`.
     pub fresh: bool,
 }
 
@@ -91,8 +105,8 @@ pub struct Before {
     /// Do nothing yet, not even the steps above: a fresh Plug whose Socket is being set up
     /// (not seen yet, or running its `created` hooks without a failure) lets it finish, then
     /// runs its `created` and `coupled` hooks in one pass with one status write, instead of
-    /// writing a waiting status first. The wait ends when the Socket changes or after
-    /// [`SETTLE`], whichever comes first.
+    /// writing a waiting status first. The wait ends when the Socket changes or after its
+    /// [`settle_window`], whichever comes first.
     pub settle: bool,
 }
 
@@ -234,6 +248,26 @@ mod tests {
                 "{observed:?}"
             );
             assert!(!before.settle, "{observed:?}");
+        }
+    }
+
+    #[test]
+    fn a_plug_waits_longer_for_a_socket_being_set_up_than_for_a_missing_one() {
+        assert_eq!(settle_window(&SocketState::Missing), SETTLE);
+        assert_eq!(
+            settle_window(&SocketState::NotCreated { fault: None }),
+            SETTLE_SETUP
+        );
+        assert!(SETTLE_SETUP > SETTLE);
+        let fault = Some(("HookFailed".to_owned(), "created failed".to_owned()));
+        for socket in [
+            SocketState::NotCreated { fault },
+            SocketState::Deleting,
+            faulty("s1"),
+            ready("s1"),
+            refused(),
+        ] {
+            assert!(settle_window(&socket).is_zero(), "{socket:?}");
         }
     }
 
