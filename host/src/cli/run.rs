@@ -22,7 +22,7 @@ pub struct RunArgs {
     #[arg(long, env = "PLUGBOARD_SELECTOR")]
     selector: Option<String>,
     /// Reconciles running at once in the Socket and DeferredResource controllers.
-    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     concurrency: u16,
     /// Reconciles running at once in the Plug controller (I/O-bound: they wait on apparatuses).
     #[arg(long, env = "PLUGBOARD_PLUG_CONCURRENCY", default_value_t = 16)]

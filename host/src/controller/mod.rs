@@ -152,7 +152,7 @@ impl Default for Options {
         Self {
             namespace: None,
             selector: None,
-            concurrency: 4,
+            concurrency: 16,
             plug_concurrency: 16,
             hook_calls_per_socket: 4,
             hook_slot_wait: Duration::from_secs(10),
