@@ -355,8 +355,7 @@ async fn couple(
         socket: state,
         fresh: settle_left.is_some(),
     });
-    if before.settle {
-        let left = settle_left.unwrap_or(lifecycle::SETTLE);
+    if let Some(left) = settle_left.filter(|_| before.settle) {
         tracing::debug!(?left, "waiting for the Socket to be set up");
         return Ok(Outcome::settling(left));
     }

@@ -138,10 +138,7 @@ pub fn before_configs(observed: &Observed) -> Before {
     let settle = observed.fresh
         && !observed.created
         && observed.coupled_to.is_none()
-        && matches!(
-            observed.socket,
-            SocketState::Missing | SocketState::NotCreated { fault: None }
-        );
+        && !settle_window(&observed.socket).is_zero();
     Before {
         run_created: !observed.created && !settle,
         decouple: observed.coupled_to.is_some() && !still_coupled,

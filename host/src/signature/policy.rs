@@ -145,8 +145,8 @@ pub fn judge(
 /// The most (digest, key set) pairs remembered as verified; the set is cleared past it.
 const MAX_VERIFIED: usize = 4096;
 
-/// Digests known to verify with a key set, so that a tag resolved on every hook call does not
-/// fetch its signature every time. Only successes are remembered.
+/// Digests known to verify with a key set, so that a tag resolved on every reconcile pass does
+/// not fetch its signature every time. Only successes are remembered.
 #[derive(Debug, Default)]
 pub struct VerifiedDigests {
     known: Mutex<HashSet<(String, [u8; 32])>>,
